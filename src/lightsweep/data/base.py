@@ -1,0 +1,234 @@
+"""In-memory data path shared by every dataset.
+
+Each dataset only decodes its arrays (`load_splits`). This base class then selects the task's
+classes, splits train/val (seeded, stratified), normalises with training-split statistics and
+serves batches as slices of ready tensors: no per-sample transforms, no worker processes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytorch_lightning as pl
+import torch
+
+from lightsweep.errors import LightsweepError
+
+
+@dataclass
+class Splits:
+    """Decoded features (N, ...) and integer labels (N,) before any task selection."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    # Sets without an official validation split get one carved from train (val_size).
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+
+
+class TensorBatches:
+    """Batches of (x, y) sliced from in-memory tensors.
+
+    Shuffling uses a permutation seeded by (seed, epoch), so the order of an epoch does not depend on
+    how many epochs ran in this process (a resumed run sees the same batches). Under DDP each rank
+    takes an equal, disjoint share (padded like DistributedSampler) so every rank steps together.
+    """
+
+    def __init__(self, x, y, batch_size, *, shuffle=False, seed=0, rank=0, world_size=1):
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.shuffle, self.seed = shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    # Lightning calls `dataloader.sampler.set_epoch(epoch)` at the start of each epoch, and
+    # inspects `batch_sampler` like a DataLoader's.
+    batch_sampler = None
+
+    @property
+    def sampler(self):
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _shard_size(self) -> int:
+        return math.ceil(len(self.x) / self.world_size)
+
+    def __len__(self) -> int:
+        return math.ceil(self._shard_size() / self.batch_size)
+
+    def _indices(self) -> torch.Tensor | None:
+        n = len(self.x)
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(n, generator=generator)
+        elif self.world_size == 1:
+            return None  # contiguous slices: views, no copy
+        else:
+            order = torch.arange(n)
+        if self.world_size > 1:
+            padded = self._shard_size() * self.world_size
+            order = torch.cat([order, order[: padded - n]])[self.rank :: self.world_size]
+        return order.to(self.x.device)
+
+    def __iter__(self):
+        order = self._indices()
+        n = self._shard_size() if order is not None else len(self.x)
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
+            else:
+                idx = order[start : start + self.batch_size]
+                yield self.x[idx], self.y[idx]
+
+
+def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, val) with `val_size` samples held out, every class in proportion."""
+    generator = torch.Generator().manual_seed(seed)
+    n = len(labels)
+    classes, counts = labels.unique(return_counts=True)
+    # Largest-remainder allocation: per-class shares that add up to exactly val_size.
+    exact = counts.double() * val_size / n
+    take = exact.floor().long()
+    remainder = val_size - int(take.sum())
+    if remainder:
+        take[torch.argsort(exact - take, descending=True)[:remainder]] += 1
+    val_parts, train_parts = [], []
+    for cls, k in zip(classes.tolist(), take.tolist()):
+        members = (labels == cls).nonzero().squeeze(1)
+        members = members[torch.randperm(len(members), generator=generator)]
+        val_parts.append(members[:k])
+        train_parts.append(members[k:])
+    train_idx = torch.cat(train_parts).sort().values
+    val_idx = torch.cat(val_parts).sort().values
+    return train_idx, val_idx
+
+
+class InMemoryDataModule(pl.LightningDataModule):
+    """Base DataModule: task selection, split, normalisation and tensor batching."""
+
+    def __init__(
+        self,
+        class_names,
+        classes=None,
+        positive_class=None,
+        binary_task=None,
+        input_dim=None,
+        image_shape=None,
+        num_classes=None,
+        val_size=5000,
+        split_seed=0,
+        seed=0,
+        batch_size=128,
+        eval_batch_size=1024,
+        device_resident="auto",
+    ):
+        super().__init__()
+        self.all_class_names = [str(c) for c in class_names]
+        self.classes = list(classes) if classes is not None else None
+        self.positive_class = positive_class
+        self.input_dim = input_dim
+        self.image_shape = list(image_shape) if image_shape is not None else None
+        self.num_classes = num_classes
+        self.val_size = val_size
+        self.split_seed = split_seed
+        self.seed = seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.device_resident = device_resident
+        self.class_names = self._task_class_names()
+        self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.mean = self.std = None
+
+    # --- to implement -------------------------------------------------------------------------
+    def load_splits(self) -> Splits:
+        raise NotImplementedError
+
+    # --- task selection -----------------------------------------------------------------------
+    def _class_index(self, ref) -> int:
+        if isinstance(ref, int) and not isinstance(ref, bool):
+            return ref
+        return self.all_class_names.index(str(ref))
+
+    def _task_class_names(self) -> list[str]:
+        kept = [self.all_class_names[self._class_index(c)] for c in self.classes] if self.classes else self.all_class_names
+        if self.positive_class is not None:
+            positive = self.all_class_names[self._class_index(self.positive_class)]
+            return [f"not {positive}", positive]
+        return kept
+
+    def _select_task(self, x: torch.Tensor, y: torch.Tensor):
+        original = y
+        if self.classes is not None:
+            kept = torch.tensor([self._class_index(c) for c in self.classes])
+            relabel = torch.full((len(self.all_class_names),), -1, dtype=torch.long)
+            relabel[kept] = torch.arange(len(kept))
+            keep = relabel[y] >= 0
+            x, original, y = x[keep], y[keep], relabel[y][keep]
+        if self.positive_class is not None:
+            y = (original == self._class_index(self.positive_class)).long()
+        return x, y
+
+    # --- Lightning hooks ------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.tensors:
+            return
+        splits = self.load_splits()
+        train_x, train_y = self._select_task(splits.train_x, splits.train_y)
+        test_x, test_y = self._select_task(splits.test_x, splits.test_y)
+        if splits.val_x is not None:
+            val_x, val_y = self._select_task(splits.val_x, splits.val_y)
+        else:
+            n_val = self.val_size if isinstance(self.val_size, int) else round(self.val_size * len(train_y))
+            if not 0 < n_val < len(train_y):
+                raise LightsweepError(
+                    f"data.val_size={self.val_size} leaves no training data ({len(train_y)} samples "
+                    "for this task): use a smaller val_size, e.g. data.val_size=0.1"
+                )
+            train_idx, val_idx = stratified_split(train_y, n_val, self.split_seed)
+            val_x, val_y = train_x[val_idx], train_y[val_idx]
+            train_x, train_y = train_x[train_idx], train_y[train_idx]
+
+        train_x = train_x.reshape(len(train_x), -1).float()
+        self.mean, self.std = train_x.mean().item(), train_x.std().item()
+        device = self._device()
+
+        def prepare(x, y):
+            x = (x.reshape(len(x), -1).float() - self.mean) / self.std
+            return x.contiguous().to(device), y.long().to(device)
+
+        self.tensors = {
+            "train": prepare(train_x, train_y),
+            "val": prepare(val_x, val_y),
+            "test": prepare(test_x, test_y),
+        }
+
+    def _device(self) -> torch.device:
+        trainer = self.trainer
+        if self.device_resident in (True, "auto") and trainer is not None:
+            device = trainer.strategy.root_device
+            if device.type != "cpu" or self.device_resident is True:
+                return device
+        return torch.device("cpu")
+
+    def _batches(self, split: str, batch_size: int, shuffle: bool) -> TensorBatches:
+        x, y = self.tensors[split]
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return TensorBatches(x, y, batch_size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world)
+
+    def train_dataloader(self):
+        return self._batches("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        return self._batches("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self):
+        return self._batches("test", self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self):
+        return self.test_dataloader()

@@ -1,0 +1,109 @@
+"""Figures for one run. matplotlib is imported only when a figure is drawn (start-up time)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def confusion_matrix(matrix: torch.Tensor, class_names: list[str], path: Path) -> Path:
+    """Counts with row-normalised colours: each row is one true class."""
+    plt = _pyplot()
+    counts = matrix.cpu().long()
+    rates = counts.float() / counts.sum(dim=1, keepdim=True).clamp(min=1)
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * k, 0.8 + 0.7 * k))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(k), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    accuracy = counts.diag().sum().item() / max(counts.sum().item(), 1)
+    ax.set_title(f"Test confusion matrix (accuracy {accuracy:.4f})")
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    return _save(fig, path)
+
+
+def learning_curves(history: dict[str, list[tuple[int, float]]], path: Path) -> Path:
+    """Loss and accuracy against epoch, train and validation."""
+    plt = _pyplot()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, ax, label in [
+        ("train/loss_epoch", ax_loss, "train"), ("val/loss", ax_loss, "val"),
+        ("train/acc", ax_acc, "train"), ("val/acc", ax_acc, "val"),
+    ]:
+        points = history.get(key, [])
+        if points:
+            epochs, values = zip(*points)
+            ax.plot([e + 1 for e in epochs], values, marker="o", markersize=3, label=label)
+    for ax, name in [(ax_loss, "loss"), (ax_acc, "accuracy")]:
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    ax_loss.set_title("Loss")
+    ax_acc.set_title("Accuracy")
+    return _save(fig, path)
+
+
+def weight_templates(weight: torch.Tensor, image_shape, class_names: list[str], path: Path) -> Path:
+    """Each class's weight vector of a linear model drawn as an image (red +, blue -)."""
+    plt = _pyplot()
+    weight = weight.detach().cpu().float()
+    k = len(weight)
+    cols = min(k, 5)
+    rows = math.ceil(k / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, ax in enumerate(axes.flat[:k]):
+        image = weight[i].reshape(*image_shape)
+        bound = image.abs().max().item() or 1.0
+        ax.imshow(image, cmap="seismic", vmin=-bound, vmax=bound)
+        ax.set_title(class_names[i] if i < len(class_names) else str(i), fontsize=9)
+    fig.suptitle("Weight templates (red: evidence for the class, blue: against)")
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def decision_boundary(predict_proba, x: torch.Tensor, y: torch.Tensor, class_names, path: Path) -> Path:
+    """Predicted probability of class 1 over the plane, with the test points on top."""
+    plt = _pyplot()
+    x, y = x.cpu(), y.cpu()
+    lo, hi = x.min(dim=0).values - 0.5, x.max(dim=0).values + 0.5
+    g0, g1 = torch.meshgrid(torch.linspace(lo[0], hi[0], 200), torch.linspace(lo[1], hi[1], 200), indexing="xy")
+    grid = torch.stack([g0.flatten(), g1.flatten()], dim=1)
+    proba = predict_proba(grid).reshape(g0.shape)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    contour = ax.contourf(g0, g1, proba, levels=20, cmap="RdBu_r", alpha=0.8, vmin=0, vmax=1)
+    ax.contour(g0, g1, proba, levels=[0.5], colors="k", linewidths=1.5)
+    for label, marker in [(0, "o"), (1, "s")]:
+        pts = x[y == label]
+        ax.scatter(pts[:, 0], pts[:, 1], s=10, marker=marker, edgecolor="k", linewidth=0.3,
+                   label=class_names[label] if label < len(class_names) else str(label))
+    fig.colorbar(contour, ax=ax, label=f"P({class_names[1] if len(class_names) > 1 else 1})")
+    ax.set_title("Decision boundary (test points)")
+    ax.legend(loc="upper right", fontsize=8)
+    return _save(fig, path)

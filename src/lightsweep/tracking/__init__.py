@@ -1,0 +1,1 @@
+"""MLflow: store set-up, run lifecycle, what gets logged and how it is read back."""

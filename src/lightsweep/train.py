@@ -1,0 +1,188 @@
+"""`train(cfg)`: build everything from the composed config, fit, test, log, return the metrics."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from lightsweep.config import choose_binary_task, project_root, validate
+from lightsweep.errors import LightsweepError
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(LightsweepError):
+    """The loss became NaN/inf; the run is stopped and marked FAILED."""
+
+
+def hydra_choices(cfg: DictConfig) -> dict[str, str]:
+    """Which option of each config group was picked (`model` -> `softmax`)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return {k: str(v) for k, v in HydraConfig.get().runtime.choices.items() if v is not None and "/" not in k}
+    # Called without Hydra (e.g. from a notebook): fall back to class names.
+    return {
+        group: str(cfg[group]["_target_"]).rsplit(".", 1)[-1].lower()
+        for group in ("model", "optimizer", "data")
+        if cfg.get(group) and "_target_" in cfg[group]
+    }
+
+
+def hydra_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def default_run_name(cfg: DictConfig, choices: dict[str, str]) -> str:
+    return f"{choices.get('model', 'model')}-{choices.get('optimizer', 'opt')}-s{cfg.seed}"
+
+
+def run_tags(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
+    from lightsweep.tracking.params import git_commit
+
+    tags = {group: choices[group] for group in ("model", "optimizer", "data", "scheduler", "trainer") if group in choices}
+    tags["seed"] = str(cfg.seed)
+    tags["mlflow.source.name"] = "train.py"
+    tags["mlflow.source.type"] = "LOCAL"
+    if commit := git_commit(project_root()):
+        tags["mlflow.source.git.commit"] = commit
+    if overrides := hydra_overrides():
+        tags["overrides"] = " ".join(overrides)[:5000]
+    tags.update({str(k): str(v) for k, v in (cfg.get("tags") or {}).items()})
+    return tags
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train and test one model; every outcome lands in MLflow (unless logger=none).
+
+    Returns the final metrics (`val/acc`, `test/acc`, ...) plus `run_id` when tracked.
+    """
+    choose_binary_task(cfg)
+    validate(cfg)
+    tracking_cfg = (cfg.get("logger") or {}).get("mlflow")
+    if tracking_cfg is None:
+        return _fit_and_report(cfg, None, None)
+
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from lightsweep.tracking.run import tracked_run
+    from lightsweep.tracking.store import ensure_experiment, open_store
+
+    if rank_zero_only.rank != 0:  # DDP worker processes log through rank 0's run only
+        return _fit_and_report(cfg, None, None)
+    uri = tracking_cfg.tracking_uri
+    client = open_store(uri)
+    experiment_id = ensure_experiment(client, uri, tracking_cfg.experiment_name)
+    choices = hydra_choices(cfg)
+    run_name = cfg.get("run_name") or default_run_name(cfg, choices)
+    with tracked_run(client, experiment_id, run_name, run_tags(cfg, choices)) as run:
+        return _fit_and_report(cfg, client, run.info.run_id)
+
+
+def _log_config(client, run_id: str, cfg: DictConfig) -> None:
+    from mlflow.entities import Param
+
+    from lightsweep.tracking.params import flatten, mask_secrets
+
+    plain = mask_secrets(OmegaConf.to_container(cfg, resolve=True))
+    params = [Param(k, v) for k, v in flatten(plain).items()]
+    for start in range(0, len(params), 100):  # MLflow accepts 100 params per batch
+        client.log_batch(run_id, params=params[start : start + 100])
+    client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(plain)), "config.yaml")
+
+
+def _build(cfg: DictConfig, run_id: str | None):
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from lightsweep.callbacks import EpochHistory
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    optimizer = instantiate(cfg.optimizer)
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    model = instantiate(cfg.model, optimizer=optimizer, scheduler=scheduler)
+    history = EpochHistory()
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    logger = False
+    if run_id is not None:
+        logger = instantiate(cfg.logger.mlflow, run_id=run_id)
+    trainer = instantiate(cfg.trainer, callbacks=[*callbacks, history], logger=logger)
+    return datamodule, model, trainer, history
+
+
+def _fit_and_report(cfg: DictConfig, client, run_id: str | None) -> dict[str, float]:
+    output_dir = Path(cfg.paths.output_dir)
+    if client is not None:
+        _log_config(client, run_id, cfg)
+    datamodule, model, trainer, history = _build(cfg, run_id)
+
+    trainer.fit(model, datamodule=datamodule)
+    if trainer.interrupted:
+        raise KeyboardInterrupt  # Lightning swallowed Ctrl-C; the run must end KILLED, not FINISHED
+
+    checkpoint = trainer.checkpoint_callback
+    best_path = checkpoint.best_model_path if checkpoint is not None else ""
+    diverged = history.diverged
+    if cfg.get("test", True) and not diverged:
+        trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+    if trainer.is_global_zero:
+        artifacts = _draw_plots(cfg, model, datamodule, history, output_dir / "plots", tested=not diverged and cfg.get("test", True))
+        if client is not None:
+            for path in artifacts:
+                client.log_artifact(run_id, str(path), "plots")
+            if best_path:
+                client.log_artifact(run_id, best_path, "checkpoints")
+            if diverged:
+                client.set_tag(run_id, "lightsweep.diverged", "true")
+    if diverged:
+        raise TrainingDiverged(
+            f"training diverged (non-finite loss by epoch {trainer.current_epoch}): lower optimizer.lr "
+            f"(now {cfg.optimizer.lr}) or add weight decay"
+        )
+    if run_id is not None:
+        metrics["run_id"] = run_id
+    _print_summary(cfg, metrics, run_id, output_dir)
+    return metrics
+
+
+def _draw_plots(cfg, model, datamodule, history, plot_dir: Path, tested: bool) -> list[Path]:
+    import torch
+
+    from lightsweep import plots
+
+    paths = [plots.learning_curves(history.history, plot_dir / "learning_curves.png")]
+    names = datamodule.class_names
+    if tested:
+        paths.append(plots.confusion_matrix(model.test_confusion.compute(), names, plot_dir / "confusion_matrix.png"))
+    net = model.net
+    if hasattr(net, "linear") and datamodule.image_shape and net.linear.out_features > 1:
+        paths.append(plots.weight_templates(net.linear.weight, datamodule.image_shape, names, plot_dir / "weights.png"))
+    if cfg.data.input_dim == 2:
+        x, y = (t.cpu() for t in datamodule.tensors["test"])
+        model_cpu = model.cpu().eval()
+
+        def predict_proba(points: torch.Tensor) -> torch.Tensor:
+            logits = model_cpu(points)
+            return logits.sigmoid() if logits.ndim == 1 else logits.softmax(dim=1)[:, 1]
+
+        paths.append(plots.decision_boundary(predict_proba, x, y, names, plot_dir / "decision_boundary.png"))
+    return paths
+
+
+def _print_summary(cfg: DictConfig, metrics: dict, run_id: str | None, output_dir: Path) -> None:
+    from lightsweep.tracking.store import ui_command
+
+    parts = [f"{k}={metrics[k]:.4f}" for k in ("test/acc", "test/loss", "val/acc") if k in metrics and not math.isnan(metrics[k])]
+    print(f"\n{' '.join(parts)}")
+    if run_id is not None:
+        print(f"MLflow run {run_id} in experiment '{cfg.experiment_name}'")
+        print(f"Review it: {ui_command(cfg.logger.mlflow.tracking_uri)}")
+    print(f"Outputs: {output_dir}")
