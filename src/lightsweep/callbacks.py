@@ -29,5 +29,7 @@ class EpochHistory(pl.Callback):
         self._record(trainer, "train/")
 
     @property
-    def diverged(self) -> bool:
-        return any(not math.isfinite(v) for key in ("train/loss_epoch", "val/loss") for _, v in self.history[key])
+    def diverged_at(self) -> int | None:
+        """The first epoch (0-based) whose train or val loss was NaN/inf, else None."""
+        bad = [e for key in ("train/loss_epoch", "val/loss") for e, v in self.history[key] if not math.isfinite(v)]
+        return min(bad) if bad else None

@@ -89,7 +89,9 @@ def _log_config(client, run_id: str, cfg: DictConfig) -> None:
 
     from lightsweep.tracking.params import flatten, mask_secrets
 
-    plain = mask_secrets(OmegaConf.to_container(cfg, resolve=True))
+    # `hydra` is present when composed with return_hydra_config (tests); it is not the run's config.
+    run_config = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    plain = mask_secrets(OmegaConf.to_container(run_config, resolve=True))
     params = [Param(k, v) for k, v in flatten(plain).items()]
     for start in range(0, len(params), 100):  # MLflow accepts 100 params per batch
         client.log_batch(run_id, params=params[start : start + 100])
@@ -99,16 +101,20 @@ def _log_config(client, run_id: str, cfg: DictConfig) -> None:
 def _build(cfg: DictConfig, run_id: str | None):
     import pytorch_lightning as pl
     from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import ProgressBar
 
     from lightsweep.callbacks import EpochHistory
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, _convert_="all")
     optimizer = instantiate(cfg.optimizer)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-    model = instantiate(cfg.model, optimizer=optimizer, scheduler=scheduler)
+    # Plain lists, not ListConfig, so the checkpoint loads with torch.load(weights_only=True).
+    model = instantiate(cfg.model, optimizer=optimizer, scheduler=scheduler, _convert_="all")
     history = EpochHistory()
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it was told not to show
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     logger = False
     if run_id is not None:
         logger = instantiate(cfg.logger.mlflow, run_id=run_id)
@@ -128,10 +134,11 @@ def _fit_and_report(cfg: DictConfig, client, run_id: str | None) -> dict[str, fl
 
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
-    diverged = history.diverged
+    diverged = history.diverged_at is not None
+    metrics = _scalars(trainer.callback_metrics)  # fit's last values; test replaces callback_metrics
     if cfg.get("test", True) and not diverged:
         trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        metrics.update(_scalars(trainer.callback_metrics))
 
     if trainer.is_global_zero:
         artifacts = _draw_plots(cfg, model, datamodule, history, output_dir / "plots", tested=not diverged and cfg.get("test", True))
@@ -144,13 +151,17 @@ def _fit_and_report(cfg: DictConfig, client, run_id: str | None) -> dict[str, fl
                 client.set_tag(run_id, "lightsweep.diverged", "true")
     if diverged:
         raise TrainingDiverged(
-            f"training diverged (non-finite loss by epoch {trainer.current_epoch}): lower optimizer.lr "
+            f"training diverged (non-finite loss in epoch {history.diverged_at + 1}): lower optimizer.lr "
             f"(now {cfg.optimizer.lr}) or add weight decay"
         )
     if run_id is not None:
         metrics["run_id"] = run_id
     _print_summary(cfg, metrics, run_id, output_dir)
     return metrics
+
+
+def _scalars(callback_metrics) -> dict[str, float]:
+    return {k: float(v) for k, v in callback_metrics.items() if v.numel() == 1}
 
 
 def _draw_plots(cfg, model, datamodule, history, plot_dir: Path, tested: bool) -> list[Path]:

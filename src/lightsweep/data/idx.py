@@ -147,4 +147,5 @@ class IDXImageDataModule(InMemoryDataModule):
         self.prepare_data()  # no-op when the files are there; keeps `setup()` self-sufficient
         train_x, train_y = self._read(train=True)
         test_x, test_y = self._read(train=False)
-        return Splits(train_x, train_y, test_x, test_y)
+        # Pixels in [0, 1] (as torchvision's ToTensor), so the statistics read like the usual ones.
+        return Splits(train_x.float() / 255, train_y, test_x.float() / 255, test_y)

@@ -23,7 +23,7 @@ class DigitsDataModule(InMemoryDataModule):
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
-        x = torch.as_tensor(bunch.images, dtype=torch.float32)
+        x = torch.as_tensor(bunch.images, dtype=torch.float32) / 16  # pixel values 0..16
         y = torch.as_tensor(bunch.target, dtype=torch.long)
         return _hold_out_test(x, y, self.test_size, self.split_seed)
 
@@ -31,7 +31,9 @@ class DigitsDataModule(InMemoryDataModule):
 def make_xor(num_samples: int, noise: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Points around the four corners (+-1, +-1); label 1 where the coordinates differ in sign."""
     generator = torch.Generator().manual_seed(seed)
-    corners = torch.randint(0, 2, (num_samples, 2), generator=generator)
+    # Exactly balanced corners: with unequal blobs a line can win by isolating the largest one.
+    corner_ids = (torch.arange(num_samples) % 4)[torch.randperm(num_samples, generator=generator)]
+    corners = torch.stack([corner_ids // 2, corner_ids % 2], dim=1)
     x = (corners * 2 - 1).float() + noise * torch.randn(num_samples, 2, generator=generator)
     y = (corners[:, 0] != corners[:, 1]).long()
     return x, y

@@ -16,9 +16,11 @@ def mask_secrets(value, key: str = ""):
     from lightsweep.tracking.store import describe
 
     if isinstance(value, dict):
-        return {k: MASK if SECRET_KEY.search(str(k)) and v is not None else mask_secrets(v, str(k)) for k, v in value.items()}
+        return {k: mask_secrets(v, str(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [mask_secrets(v, key) for v in value]
+    if SECRET_KEY.search(key) and value is not None:
+        return MASK
     if isinstance(value, str) and "://" in value:
         return describe(value)
     return value

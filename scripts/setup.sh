@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Idempotent setup: .venv/ at the repo root with the pinned packages, lightsweep installed editable,
+# and Fashion-MNIST (Debian's dataset-fashion-mnist) where apt-get is available.
+# Re-running is cheap: packages are reinstalled only when the pins or pyproject.toml change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv with $($PYTHON --version)"
+    "$PYTHON" -m venv .venv
+fi
+
+stamp=.venv/.lightsweep-setup
+want=$(cat requirements/constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "setup: installing pinned packages (requirements/constraints.txt)"
+    # Constraints pin every package exactly (torch==2.14.1, torchvision==0.29.1, ...), so pip never
+    # resolves a newer torch.
+    .venv/bin/pip install --quiet --disable-pip-version-check \
+        -c requirements/constraints.txt -e ".[dev]" 2> >(grep -v "^WARNING: Location" >&2)
+    echo "$want" > "$stamp"
+fi
+
+fmnist=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+if [ ! -f "$fmnist" ] && [ ! -f data/FashionMNIST/raw/train-images-idx3-ubyte ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing Fashion-MNIST (apt-get install dataset-fashion-mnist)"
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    else
+        echo "setup: Fashion-MNIST not installed and apt-get not usable here; copy the IDX files into" \
+             "data/FashionMNIST/raw/ or run with data.download=true when online" >&2
+    fi
+fi
+echo "setup: ready (.venv/bin/python)"

@@ -1,0 +1,166 @@
+"""Every option of every config group composes, instantiates and passes validation."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+
+from lightsweep.config import choose_binary_task, validate
+from lightsweep.errors import LightsweepError
+from helpers import CONF
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_groups_have_the_promised_options():
+    assert options("model") == ["logistic", "mlp", "softmax"]
+    assert set(options("data")) >= {"fashion_mnist", "mnist", "digits", "xor"}
+    assert options("optimizer") == ["adagrad", "adam", "adamw", "momentum", "nesterov", "rmsprop", "sgd"]
+    assert options("scheduler") == ["cosine", "none", "step"]
+    assert set(options("trainer")) >= {"default", "cpu", "gpu", "ddp_cpu"}
+    assert set(options("logger")) == {"mlflow", "none"}
+
+
+@pytest.mark.parametrize("name", options("optimizer"))
+def test_optimizer_options_build_torch_optimizers(make_cfg, name):
+    import torch
+
+    cfg = make_cfg(f"optimizer={name}", "optimizer.weight_decay=0.01")
+    validate(cfg)
+    factory = instantiate(cfg.optimizer)
+    param = torch.nn.Parameter(torch.zeros(3))
+    optimizer = factory(params=[param])
+    assert optimizer.param_groups[0]["lr"] == cfg.optimizer.lr
+    assert optimizer.param_groups[0]["weight_decay"] == 0.01
+    if name in ("momentum", "nesterov"):
+        assert optimizer.param_groups[0]["momentum"] == 0.9
+        assert optimizer.param_groups[0]["nesterov"] == (name == "nesterov")
+
+
+@pytest.mark.parametrize("name", options("scheduler"))
+def test_scheduler_options(make_cfg, name):
+    import torch
+
+    cfg = make_cfg(f"scheduler={name}")
+    if name == "none":
+        assert not cfg.scheduler
+        return
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = instantiate(cfg.scheduler)(optimizer=optimizer)
+    assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
+
+
+@pytest.mark.parametrize("data", ["fashion_mnist", "mnist", "digits", "xor"])
+@pytest.mark.parametrize("model", options("model"))
+def test_sizes_flow_from_data_into_model(make_cfg, data, model):
+    cfg = make_cfg(f"data={data}", f"model={model}")
+    choose_binary_task(cfg)
+    validate(cfg)
+    expected_dim = {"fashion_mnist": 784, "mnist": 784, "digits": 64, "xor": 2}[data]
+    assert cfg.model.input_dim == expected_dim
+    module = instantiate(cfg.model)
+    first_layer = next(p for p in module.net.parameters() if p.ndim == 2)
+    assert first_layer.shape[1] == expected_dim
+    if model == "logistic":
+        assert cfg.data.num_classes == 2
+    else:
+        assert cfg.model.num_classes == cfg.data.num_classes == (2 if data == "xor" else 10)
+
+
+@pytest.mark.parametrize("name", options("trainer"))
+def test_trainer_variants_inherit_default(make_cfg, name):
+    cfg = make_cfg(f"trainer={name}")
+    assert cfg.trainer.max_epochs == 2  # FAST override reaches every variant
+    assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
+    if name in ("default", "cpu"):
+        trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+        assert trainer.max_epochs == 2
+
+
+def test_callbacks_are_named_and_droppable(make_cfg):
+    cfg = make_cfg()
+    assert {"model_checkpoint", "early_stopping", "stop_on_divergence"} <= set(cfg.callbacks)
+    assert cfg.callbacks.model_checkpoint.dirpath == f"{cfg.paths.output_dir}/checkpoints"
+    cfg = make_cfg("callbacks.early_stopping=null")
+    assert cfg.callbacks.early_stopping is None
+
+
+@pytest.mark.parametrize("name", options("debug"))
+def test_debug_presets(make_cfg, name):
+    cfg = make_cfg(f"debug={name}", fast=False)
+    assert cfg.trainer.max_epochs == 1
+
+
+@pytest.mark.parametrize("name", options("experiment"))
+def test_experiments_compose_and_validate(make_cfg, name):
+    cfg = make_cfg(f"experiment={name}")
+    choose_binary_task(cfg)
+    validate(cfg)
+
+
+def test_logistic_on_fashion_mnist_defaults_to_tshirt_vs_shirt(make_cfg):
+    cfg = make_cfg("model=logistic")
+    choose_binary_task(cfg)
+    assert list(cfg.data.classes) == ["T-shirt/top", "Shirt"]
+    assert cfg.data.num_classes == 2
+
+
+def test_mlflow_uri_env_overrides_default(make_cfg, monkeypatch, tmp_path):
+    cfg = make_cfg()
+    assert cfg.logger.mlflow.tracking_uri == f"sqlite:///{tmp_path / 'mlruns'}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert make_cfg().logger.mlflow.tracking_uri == "http://127.0.0.1:5999"
+
+
+def test_unknown_group_option_is_a_composition_error(make_cfg):
+    with pytest.raises(ConfigCompositionException, match="model/resnet"):
+        make_cfg("model=resnet")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optimizer.lr=-1", "optimizer.lr must be > 0"),
+        ("optimizer.lr=abc", "optimizer.lr must be a number"),
+        ("optimizer.lr=nan", "optimizer.lr must be finite"),
+        ("optimizer.weight_decay=-0.1", "optimizer.weight_decay must be >= 0"),
+        ("data.val_size=1.5", "data.val_size must be < 1"),
+        ("data.val_size=0", "data.val_size must be > 0"),
+        ("data.batch_size=0", "data.batch_size must be > 0"),
+        ("data.classes=[Shirt]", "data.classes needs at least 2"),
+        ("data.classes=[Shirt,Jacket]", "unknown class 'Jacket'"),
+        ("trainer.max_epochs=0", "trainer.max_epochs must be > 0"),
+        ("seed=1.5", "seed must be a whole number"),
+    ],
+)
+def test_bad_values_give_one_clear_error(make_cfg, override, message):
+    cfg = make_cfg(override)
+    with pytest.raises(LightsweepError, match=message) as info:
+        choose_binary_task(cfg)
+        validate(cfg)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model=mlp", "model.hidden_sizes=[]"], "model.hidden_sizes must be a non-empty list"),
+        (["model=mlp", "model.hidden_sizes=[64,0]"], r"model.hidden_sizes\[\] must be > 0"),
+        (["model=mlp", "model.activation=gelu"], "model.activation must be relu, sigmoid or tanh"),
+        (["model=softmax", "model.loss=hinge"], "model.loss must be ce or mse"),
+        (["model=logistic", "data.classes=[Shirt,Bag,Coat]"], "the binary model needs 2 classes"),
+        (["model=logistic", "data=xor", "data.classes=[0,1]", "data.positive_class=1"], None),
+    ],
+)
+def test_bad_model_values(make_cfg, overrides, message):
+    cfg = make_cfg(*overrides)
+    if message is None:
+        choose_binary_task(cfg)
+        validate(cfg)
+        return
+    with pytest.raises(LightsweepError, match=message):
+        choose_binary_task(cfg)
+        validate(cfg)
