@@ -18,19 +18,26 @@ log = logging.getLogger("lightsweep")
 
 
 def task(cfg: DictConfig):
+    """One run, or one job of a sweep. Returns `cfg.optimized_metric` (for Optuna) or all metrics."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     from lightsweep.train import train
 
+    objective = cfg.get("optimized_metric")
     try:
         metrics = train(cfg)
-    except LightsweepError as err:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # the sweep records the failed job and goes on
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    objective = cfg.get("optimized_metric")
+    except Exception as err:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            if not isinstance(err, LightsweepError):
+                raise  # a bug: keep the traceback
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        # In a sweep the job is already FAILED in MLflow; returning (not raising) lets the other
+        # jobs, the report and an Optuna study go on. A failed trial scores `objective_on_failure`.
+        log.error("job failed: %s: %s", type(err).__name__, err)
+        print(f"job failed: {err}", file=sys.stderr)
+        return cfg.get("objective_on_failure", float("nan")) if objective else {"failed": str(err)}
     return metrics.get(objective) if objective else metrics
 
 

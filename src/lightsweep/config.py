@@ -32,11 +32,18 @@ def count_classes(class_names, classes, positive_class) -> int:
     return len(classes) if classes is not None else len(class_names)
 
 
+def _job_dirname(sweep_dir, override_dirname) -> str:
+    from lightsweep.sweeps.context import job_dirname
+
+    return job_dirname(str(sweep_dir), str(override_dirname))
+
+
 def register_resolvers() -> None:
     resolvers = {
         "project_root": lambda: str(project_root()),
         "prod": lambda values: math.prod(values),
         "num_classes": count_classes,
+        "job_dirname": _job_dirname,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -38,8 +38,13 @@ def hydra_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def default_run_name(cfg: DictConfig, choices: dict[str, str]) -> str:
-    return f"{choices.get('model', 'model')}-{choices.get('optimizer', 'opt')}-s{cfg.seed}"
+def run_name_for(cfg: DictConfig, choices: dict[str, str], job) -> str:
+    from lightsweep.sweeps.naming import run_name
+
+    model, optimizer = choices.get("model", "model"), choices.get("optimizer", "opt")
+    if job is None:
+        return run_name(model, optimizer, cfg.seed)
+    return run_name(model, optimizer, cfg.seed, lr=cfg.optimizer.lr, overrides=job.varying_overrides)
 
 
 def run_tags(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
@@ -60,28 +65,56 @@ def run_tags(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train and test one model; every outcome lands in MLflow (unless logger=none).
 
-    Returns the final metrics (`val/acc`, `test/acc`, ...) plus `run_id` when tracked.
+    Returns the final metrics (`val/acc`, `test/acc`, ...) plus `run_id` when tracked. In a sweep
+    the run is a child of the sweep's parent run, created before validation so that a job with a
+    bad value still shows up, as FAILED.
     """
-    choose_binary_task(cfg)
-    validate(cfg)
+    from lightsweep.sweeps.context import current_job
+
+    job = current_job()
+    sweep = job.sweep if job is not None and job.sweep is not None and job.sweep.tracked else None
+    if sweep is None:
+        _check(cfg)  # refuse bad input before touching the store
     tracking_cfg = (cfg.get("logger") or {}).get("mlflow")
     if tracking_cfg is None:
+        _check(cfg)
         return _fit_and_report(cfg, None, None)
 
     from pytorch_lightning.utilities import rank_zero_only
 
+    from lightsweep.sweeps.naming import config_label
     from lightsweep.tracking.run import tracked_run
     from lightsweep.tracking.store import ensure_experiment, open_store
 
     if rank_zero_only.rank != 0:  # DDP worker processes log through rank 0's run only
+        _check(cfg)
         return _fit_and_report(cfg, None, None)
-    uri = tracking_cfg.tracking_uri
-    client = open_store(uri)
-    experiment_id = ensure_experiment(client, uri, tracking_cfg.experiment_name)
     choices = hydra_choices(cfg)
-    run_name = cfg.get("run_name") or default_run_name(cfg, choices)
-    with tracked_run(client, experiment_id, run_name, run_tags(cfg, choices)) as run:
-        return _fit_and_report(cfg, client, run.info.run_id)
+    run_name = cfg.get("run_name") or run_name_for(cfg, choices, job)
+    tags = run_tags(cfg, choices)
+    if sweep is not None:
+        # Ids from the parent process: a job never creates the experiment (parallel jobs would race).
+        uri, client, experiment_id = sweep.tracking_uri, open_store(sweep.tracking_uri), sweep.experiment_id
+        tags.update({
+            "mlflow.parentRunId": sweep.parent_run_id,
+            "lightsweep.sweep_id": sweep.sweep_id,
+            "lightsweep.job": str(job.num),
+            "lightsweep.config": config_label(run_name),
+            "overrides": " ".join(job.overrides)[:5000],
+        })
+    else:
+        uri = tracking_cfg.tracking_uri
+        client = open_store(uri)
+        experiment_id = ensure_experiment(client, uri, tracking_cfg.experiment_name)
+    with tracked_run(client, experiment_id, run_name, tags) as run:
+        if sweep is not None:
+            _check(cfg)
+        return _fit_and_report(cfg, client, run.info.run_id, tracking_uri=uri)
+
+
+def _check(cfg: DictConfig) -> None:
+    choose_binary_task(cfg)
+    validate(cfg)
 
 
 def _log_config(client, run_id: str, cfg: DictConfig) -> None:
@@ -98,7 +131,7 @@ def _log_config(client, run_id: str, cfg: DictConfig) -> None:
     client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(plain)), "config.yaml")
 
 
-def _build(cfg: DictConfig, run_id: str | None):
+def _build(cfg: DictConfig, run_id: str | None, tracking_uri: str | None):
     import pytorch_lightning as pl
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import ProgressBar
@@ -117,16 +150,16 @@ def _build(cfg: DictConfig, run_id: str | None):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     logger = False
     if run_id is not None:
-        logger = instantiate(cfg.logger.mlflow, run_id=run_id)
+        logger = instantiate(cfg.logger.mlflow, run_id=run_id, tracking_uri=tracking_uri)
     trainer = instantiate(cfg.trainer, callbacks=[*callbacks, history], logger=logger)
     return datamodule, model, trainer, history
 
 
-def _fit_and_report(cfg: DictConfig, client, run_id: str | None) -> dict[str, float]:
+def _fit_and_report(cfg: DictConfig, client, run_id: str | None, tracking_uri: str | None = None) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     if client is not None:
         _log_config(client, run_id, cfg)
-    datamodule, model, trainer, history = _build(cfg, run_id)
+    datamodule, model, trainer, history = _build(cfg, run_id, tracking_uri)
 
     trainer.fit(model, datamodule=datamodule)
     if trainer.interrupted:
@@ -156,7 +189,7 @@ def _fit_and_report(cfg: DictConfig, client, run_id: str | None) -> dict[str, fl
         )
     if run_id is not None:
         metrics["run_id"] = run_id
-    _print_summary(cfg, metrics, run_id, output_dir)
+    _print_summary(metrics, run_id, tracking_uri, output_dir)
     return metrics
 
 
@@ -188,12 +221,12 @@ def _draw_plots(cfg, model, datamodule, history, plot_dir: Path, tested: bool) -
     return paths
 
 
-def _print_summary(cfg: DictConfig, metrics: dict, run_id: str | None, output_dir: Path) -> None:
+def _print_summary(metrics: dict, run_id: str | None, tracking_uri: str | None, output_dir: Path) -> None:
     from lightsweep.tracking.store import ui_command
 
     parts = [f"{k}={metrics[k]:.4f}" for k in ("test/acc", "test/loss", "val/acc") if k in metrics and not math.isnan(metrics[k])]
     print(f"\n{' '.join(parts)}")
     if run_id is not None:
-        print(f"MLflow run {run_id} in experiment '{cfg.experiment_name}'")
-        print(f"Review it: {ui_command(cfg.logger.mlflow.tracking_uri)}")
+        print(f"MLflow run {run_id}")
+        print(f"Review it: {ui_command(tracking_uri)}")
     print(f"Outputs: {output_dir}")

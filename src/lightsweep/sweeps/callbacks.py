@@ -1,0 +1,147 @@
+"""Hydra callbacks: the once-per-sweep work (parent run before the jobs, report after them)."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import sys
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+class MLflowSweepCallback(Callback):
+    """Creates the sweep's parent run in `on_multirun_start` and builds its report in `on_multirun_end`.
+
+    Jobs find the parent through a small file in the sweep dir and log as its children; they never
+    create the schema, the experiment or a run by name, so parallel jobs cannot race on them.
+    """
+
+    def __init__(self, target_acc: float = 0.85, report: bool = True, exit_nonzero_on_failure: bool = True):
+        self.target_acc = target_acc
+        self.report = report
+        self.exit_nonzero_on_failure = exit_nonzero_on_failure
+
+    @staticmethod
+    def _tracking(config: DictConfig):
+        logger = config.get("logger") or {}
+        return logger.get("mlflow")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        # Hydra turns a callback's exception into a warning; without a parent run the jobs would
+        # scatter as unrelated runs, so stop the sweep here with one clear line instead.
+        try:
+            self._start(config)
+        except Exception as err:
+            print(f"error: cannot start the sweep's MLflow parent run: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    def _start(self, config: DictConfig) -> None:
+        from lightsweep.sweeps.context import SweepContext, swept_keys
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))  # resolves (and caches) ${now:} for the jobs too
+        grid = [str(o) for o in config.hydra.overrides.task]
+        params_cfg = config.hydra.sweeper.get("params")
+        searched = OmegaConf.to_container(params_cfg, resolve=False) if params_cfg else {}
+        context = SweepContext(sweep_id=sweep_dir.name, varying=swept_keys(grid, searched))
+        tracking = self._tracking(config)
+        if tracking is not None:
+            self._create_parent(config, tracking, context, grid, searched, sweep_dir)
+        context.write(sweep_dir)
+
+    def _create_parent(self, config, tracking, context, grid, searched, sweep_dir: Path) -> None:
+        from mlflow.entities import Param
+
+        from lightsweep.tracking.params import mask_secrets
+        from lightsweep.tracking.store import ensure_experiment, open_store
+
+        uri = tracking.tracking_uri
+        client = open_store(uri)
+        experiment_id = ensure_experiment(client, uri, tracking.experiment_name)
+        choices = config.hydra.runtime.choices
+        preset = choices.get("experiment") or choices.get("hparams_search") or "sweep"
+        parent = client.create_run(
+            experiment_id,
+            run_name=f"{preset}-{context.sweep_id}",
+            tags={
+                "lightsweep.role": "sweep",
+                "lightsweep.sweep_id": context.sweep_id,
+                "lightsweep.sweep_dir": str(sweep_dir),
+                "lightsweep.varying": ",".join(context.varying),
+                "overrides": " ".join(grid)[:5000],
+                "mlflow.source.name": "train.py",
+            },
+        )
+        run_id = parent.info.run_id
+        atexit.register(_fail_if_still_running, client, run_id)
+        params = {f"sweep.{k}": str(v) for k, v in {**_grid_params(grid), **searched}.items()}
+        params["sweep.sweeper"] = str(config.hydra.sweeper.get("_target_", "")).rsplit(".", 1)[-1]
+        params["sweep.launcher"] = str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1]
+        client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
+        job_config = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        # Unresolved: per-job values (output dirs, swept keys) only exist inside the jobs.
+        masked = mask_secrets(OmegaConf.to_container(job_config, resolve=False))
+        client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(masked)), "sweep_config.yaml")
+        client.log_dict(run_id, {"overrides": grid, "searched": searched, "varying": context.varying}, "sweep_grid.yaml")
+        context.tracking_uri, context.experiment_id, context.parent_run_id = uri, experiment_id, run_id
+        print(f"Sweep parent run {run_id} (experiment '{tracking.experiment_name}'); jobs log as its children")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from lightsweep.sweeps.context import SweepContext
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        context = SweepContext.read(sweep_dir)
+        if context is None or not context.tracked:
+            return
+        from lightsweep.tracking.store import open_store, ui_command
+
+        client = open_store(context.tracking_uri)
+        summary = self.finish(client, context.parent_run_id, sweep_dir)
+        print(f"Review it: {ui_command(context.tracking_uri)}")
+        if summary and summary.n_failed and self.exit_nonzero_on_failure:
+            raise SystemExit(1)
+
+    def finish(self, client, parent_run_id: str, sweep_dir: Path):
+        """Report (logged to the parent and written to the sweep dir), then the parent's status."""
+        report = None
+        try:
+            if self.report:
+                from lightsweep.sweeps.report import write_report
+
+                from lightsweep.sweeps.benchmark import benchmark_sections
+
+                report = write_report(client, parent_run_id, sweep_dir / "report", self.target_acc,
+                                      extra_sections=benchmark_sections)
+                for path in report.files:
+                    client.log_artifact(parent_run_id, str(path), "report")
+                print(f"\n{report.table}\n")
+                print(f"{report.n_runs} jobs, {report.n_failed} failed ({report.n_diverged} diverged). "
+                      f"Report: {report.folder / 'report.html'}")
+        except BaseException as err:
+            client.set_tag(parent_run_id, "lightsweep.failure_reason", f"report: {type(err).__name__}: {err}"[:5000])
+            client.set_terminated(parent_run_id, "FAILED")
+            raise
+        children = client.search_runs(
+            [client.get_run(parent_run_id).info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=10000)
+        all_failed = bool(children) and all(c.info.status == "FAILED" for c in children)
+        client.set_tag(parent_run_id, "lightsweep.failed_jobs", str(sum(c.info.status == "FAILED" for c in children)))
+        client.set_terminated(parent_run_id, "FAILED" if all_failed or not children else "FINISHED")
+        return report
+
+
+def _fail_if_still_running(client, run_id: str) -> None:
+    """The sweep died before `on_multirun_end` (a launcher crash, Ctrl-C): never leave the parent RUNNING."""
+    try:
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, "lightsweep.failure_reason", "sweep ended before its report")
+            client.set_terminated(run_id, "FAILED")
+    except Exception as err:  # pragma: no cover - store gone at exit
+        log.warning("could not close sweep run %s: %s", run_id, err)
+
+
+def _grid_params(grid: list[str]) -> dict[str, str]:
+    return {o.split("=", 1)[0].lstrip("+~"): o.split("=", 1)[1] for o in grid if "=" in o}

@@ -1,0 +1,100 @@
+"""What a sweep's jobs need to know from the process that launched them, handed over in the sweep dir.
+
+The launching process creates the store schema, the experiment and the parent run once, before any
+job starts (parallel jobs racing to create them misfile or lose runs); jobs only receive ids. It also
+records which keys the sweep varies, so run and dir names can say just that.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+CONTEXT_FILE = ".lightsweep-sweep.json"
+
+
+@dataclass
+class SweepContext:
+    sweep_id: str
+    varying: list[str] = field(default_factory=list)
+    tracking_uri: str | None = None
+    experiment_id: str | None = None
+    parent_run_id: str | None = None
+
+    def write(self, sweep_dir: Path) -> None:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        tmp = sweep_dir / f"{CONTEXT_FILE}.tmp"
+        tmp.write_text(json.dumps(asdict(self)))
+        tmp.replace(sweep_dir / CONTEXT_FILE)
+
+    @classmethod
+    def read(cls, sweep_dir: Path) -> SweepContext | None:
+        path = Path(sweep_dir) / CONTEXT_FILE
+        return cls(**json.loads(path.read_text())) if path.is_file() else None
+
+    @property
+    def tracked(self) -> bool:
+        return self.parent_run_id is not None
+
+
+def swept_keys(overrides: list[str], searched: dict | None = None) -> list[str]:
+    """Keys a sweep varies: `optimizer=sgd,adam`, `seed=range(1,4)`, and a sweeper's search space."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides])
+    keys = [o.key_or_group for o in parsed if o.is_sweep_override()]
+    return list(dict.fromkeys([*keys, *(searched or {})]))
+
+
+def split_overrides(dirname: str) -> list[str]:
+    """`a=1,b=[x,y]` -> [`a=1`, `b=[x,y]`]: Hydra's override_dirname, split outside brackets."""
+    items, depth, current = [], 0, ""
+    for char in dirname:
+        depth += char in "[({"
+        depth -= char in "])}"
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    return [*items, current] if current else items
+
+
+def job_dirname(sweep_dir: str, override_dirname: str) -> str:
+    """A job's folder name: only the overrides the sweep varies (all of them when unknown)."""
+    context = SweepContext.read(Path(sweep_dir))
+    items = split_overrides(override_dirname)
+    if context is not None and context.varying:
+        items = [i for i in items if i.split("=", 1)[0].lstrip("+~") in context.varying]
+    return ",".join(items).replace("/", "_")
+
+
+@dataclass
+class JobInfo:
+    sweep: SweepContext | None
+    num: int
+    overrides: list[str]
+
+    @property
+    def varying_overrides(self) -> list[str]:
+        if self.sweep is None or not self.sweep.varying:
+            return self.overrides
+        return [o for o in self.overrides if o.split("=", 1)[0].lstrip("+~") in self.sweep.varying]
+
+
+def current_job() -> JobInfo | None:
+    """This process's sweep job, or None for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return JobInfo(
+        sweep=SweepContext.read(Path(hydra_cfg.sweep.dir)),
+        num=int(hydra_cfg.job.num),
+        overrides=list(hydra_cfg.overrides.task),
+    )

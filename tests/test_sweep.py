@@ -1,0 +1,96 @@
+"""Hydra multirun -> MLflow parent/child runs -> comparison report, with real processes and stores."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from helpers import PYTHON, ROOT, artifact_paths
+
+QUIET = ["trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
+FAST = ["trainer.max_epochs=2", "trainer.limit_train_batches=10", "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2", "trainer.log_every_n_steps=5"]
+
+
+def run_sweep(tmp_path, *overrides, timeout=600):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/store/mlflow.db"}
+    return subprocess.run(
+        [PYTHON, "train.py", "-m", f"paths.log_dir={tmp_path}/outputs", *QUIET, *overrides],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def sweep_runs(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path}/store/mlflow.db")
+    experiment = client.get_experiment_by_name("lightsweep")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("lightsweep.role") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children, runs
+
+
+def test_optimizer_sweep_lands_as_parent_with_children_and_report(tmp_path):
+    result = run_sweep(tmp_path, "model=softmax", "optimizer=sgd,momentum,adam", *FAST)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, parents, children, runs = sweep_runs(tmp_path)
+    assert len(parents) == 1 and len(children) == 3 and len(runs) == 4  # nothing outside the sweep
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    assert {c.info.run_name for c in children} == {"softmax-sgd-lr0.1-s42", "softmax-momentum-lr0.05-s42",
+                                                   "softmax-adam-lr0.001-s42"}
+    assert sorted(c.data.tags["lightsweep.job"] for c in children) == ["0", "1", "2"]
+    assert {c.data.tags["lightsweep.sweep_id"] for c in children} == {parent.data.tags["lightsweep.sweep_id"]}
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert parent.data.params["sweep.optimizer"] == "sgd,momentum,adam"
+    # Every child logged each epoch's val/acc (2 epochs): nothing lost.
+    for child in children:
+        assert len(client.get_metric_history(child.info.run_id, "val/acc")) == 2
+
+    artifacts = artifact_paths(client, parent.info.run_id)
+    expected = {"report/report.md", "report/report.html", "report/summary.csv",
+                "report/learning_curves.png", "report/test_accuracy.png", "sweep_config.yaml", "sweep_grid.yaml"}
+    assert expected <= artifacts
+    report_md = client.download_artifacts(parent.info.run_id, "report/report.md", str(tmp_path / "dl"))
+    text = open(report_md).read()
+    for child in children:
+        assert child.info.run_name.rsplit("-s", 1)[0] in text and child.info.run_id in text
+    html = open(client.download_artifacts(parent.info.run_id, "report/report.html", str(tmp_path / "dl"))).read()
+    assert html.count("data:image/png;base64,") >= 2  # self-contained
+    assert "| configuration |" in result.stdout  # the table is printed at the end
+
+    # Each job wrote its checkpoints to its own dir, named by what varies.
+    sweep_dir = next((tmp_path / "outputs" / "multiruns").iterdir())
+    job_dirs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and p.name != "report")
+    assert job_dirs == ["0-optimizer=sgd", "1-optimizer=momentum", "2-optimizer=adam"]
+    for job in job_dirs:
+        assert (sweep_dir / job / "checkpoints" / "last.ckpt").is_file()
+    assert (sweep_dir / "report" / "report.html").is_file()
+
+
+def test_a_diverging_job_is_reported_as_diverged_and_the_sweep_goes_on(tmp_path):
+    result = run_sweep(tmp_path, "model=mlp", "optimizer=sgd", "optimizer.lr=0.05,1e12,0.1", *FAST)
+    assert result.returncode == 1  # the sweep says that a job failed ...
+    assert "3 jobs, 1 failed (1 diverged)" in result.stdout
+    client, parents, children, _ = sweep_runs(tmp_path)
+    status = {c.info.run_name: c.info.status for c in children}
+    # ... and the jobs after the diverging one still ran.
+    assert status == {"mlp-sgd-lr0.05-s42": "FINISHED", "mlp-sgd-lr1e+12-s42": "FAILED", "mlp-sgd-lr0.1-s42": "FINISHED"}
+    diverged = next(c for c in children if c.info.status == "FAILED")
+    assert diverged.data.tags["lightsweep.diverged"] == "true"
+    assert "diverged" in diverged.data.tags["lightsweep.failure_reason"]
+    assert parents[0].info.status == "FINISHED"  # not every job failed
+    report = open(client.download_artifacts(parents[0].info.run_id, "report/report.md", str(tmp_path))).read()
+    assert "| mlp-sgd-lr1e+12 | 1 |" in report and "yes (1/1)" in report
+
+
+def test_a_sweep_where_every_job_fails_fails_the_parent(tmp_path):
+    result = run_sweep(tmp_path, "optimizer.lr=-1,-2", *FAST)
+    assert result.returncode == 1
+    _, parents, children, _ = sweep_runs(tmp_path)
+    assert [c.info.status for c in children] == ["FAILED", "FAILED"]
+    assert all("optimizer.lr must be > 0" in c.data.tags["lightsweep.failure_reason"] for c in children)
+    assert parents[0].info.status == "FAILED"
