@@ -138,6 +138,7 @@ def _build(cfg: DictConfig, run_id: str | None, tracking_uri: str | None):
 
     from lightsweep.callbacks import EpochHistory
 
+    _limit_threads(cfg.get("threads"))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data, _convert_="all")
     optimizer = instantiate(cfg.optimizer)
@@ -153,6 +154,21 @@ def _build(cfg: DictConfig, run_id: str | None, tracking_uri: str | None):
         logger = instantiate(cfg.logger.mlflow, run_id=run_id, tracking_uri=tracking_uri)
     trainer = instantiate(cfg.trainer, callbacks=[*callbacks, history], logger=logger)
     return datamodule, model, trainer, history
+
+
+def _limit_threads(threads: int | None) -> None:
+    import os
+
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+
+    if threads is None and HydraConfig.initialized():
+        n_jobs = HydraConfig.get().launcher.get("n_jobs")
+        cores = os.cpu_count() or 1
+        if n_jobs is not None and n_jobs != 1:
+            threads = max(1, cores // (cores if n_jobs < 0 else n_jobs))
+    if threads:
+        torch.set_num_threads(int(threads))
 
 
 def _fit_and_report(cfg: DictConfig, client, run_id: str | None, tracking_uri: str | None = None) -> dict[str, float]:

@@ -46,7 +46,8 @@ class MLflowSweepCallback(Callback):
         grid = [str(o) for o in config.hydra.overrides.task]
         params_cfg = config.hydra.sweeper.get("params")
         searched = OmegaConf.to_container(params_cfg, resolve=False) if params_cfg else {}
-        context = SweepContext(sweep_id=sweep_dir.name, varying=swept_keys(grid, searched))
+        varying = swept_keys(grid, searched) + list(config.hydra.sweeper.get("varies") or [])  # custom sweepers say
+        context = SweepContext(sweep_id=sweep_dir.name, varying=list(dict.fromkeys(varying)))
         tracking = self._tracking(config)
         if tracking is not None:
             self._create_parent(config, tracking, context, grid, searched, sweep_dir)
@@ -109,17 +110,9 @@ class MLflowSweepCallback(Callback):
         report = None
         try:
             if self.report:
-                from lightsweep.sweeps.report import write_report
+                from lightsweep.sweeps.report import publish_report
 
-                from lightsweep.sweeps.benchmark import benchmark_sections
-
-                report = write_report(client, parent_run_id, sweep_dir / "report", self.target_acc,
-                                      extra_sections=benchmark_sections)
-                for path in report.files:
-                    client.log_artifact(parent_run_id, str(path), "report")
-                print(f"\n{report.table}\n")
-                print(f"{report.n_runs} jobs, {report.n_failed} failed ({report.n_diverged} diverged). "
-                      f"Report: {report.folder / 'report.html'}")
+                report = publish_report(client, parent_run_id, sweep_dir / "report", self.target_acc)
         except BaseException as err:
             client.set_tag(parent_run_id, "lightsweep.failure_reason", f"report: {type(err).__name__}: {err}"[:5000])
             client.set_terminated(parent_run_id, "FAILED")

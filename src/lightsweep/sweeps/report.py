@@ -109,6 +109,11 @@ class ConfigSummary:
     def test_acc(self):
         return _stats([r.metrics.get("test/acc") for r in self.runs if not r.diverged])
 
+    def score(self, by_test: bool) -> float:
+        if by_test:
+            return self.test_acc[0]
+        return _stats([r.final("val/acc") for r in self.runs if not r.diverged])[0]
+
     def _to_target(self, run: ChildRun) -> tuple[int | None, float | None]:
         for epoch in sorted(run.curves["val/acc"]):
             if run.curves["val/acc"][epoch] >= self.target_acc:
@@ -142,8 +147,10 @@ def summarize(children: list[ChildRun], target_acc: float) -> list[ConfigSummary
     for child in children:
         groups.setdefault(child.label, []).append(child)
     summaries = [ConfigSummary(label, runs, target_acc) for label, runs in groups.items()]
-    # Ranked by mean test accuracy; configurations without one (diverged, untested) last.
-    return sorted(summaries, key=lambda s: -s.test_acc[0] if s.test_acc[2] else math.inf)
+    # Ranked by mean test accuracy (validation accuracy for sweeps that do not test, e.g. a search);
+    # configurations without one (diverged, failed) last.
+    by_test = any(s.test_acc[2] for s in summaries)
+    return sorted(summaries, key=lambda s: -s.score(by_test) if not math.isnan(s.score(by_test)) else math.inf)
 
 
 def markdown_table(rows: list[dict[str, str]]) -> str:
@@ -190,7 +197,8 @@ def plot_curves(summaries: list[ConfigSummary], path: Path) -> Path:
         ax.grid(alpha=0.3)
         if key.endswith("loss"):
             ax.set_yscale("log")
-    axes[-1].legend(fontsize=7, loc="upper right", ncol=1 + len(summaries) // 12)
+    if axes[-1].get_legend_handles_labels()[0]:
+        axes[-1].legend(fontsize=7, loc="upper right", ncol=1 + len(summaries) // 12)
     return _save(fig, path)
 
 
@@ -237,8 +245,10 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
     """Build every report file into `folder`; `extra_sections(children, folder)` may add (title, markdown, images)."""
     folder.mkdir(parents=True, exist_ok=True)
     parent = client.get_run(parent_run_id)
+    from lightsweep.sweeps.benchmark import main_table_runs
+
     children = load_children(client, parent_run_id)
-    summaries = summarize(children, target_acc)
+    summaries = summarize(main_table_runs(children), target_acc)
     rows = [s.row() for s in summaries]
     table = markdown_table(rows) if rows else "(no runs)"
     images = []
@@ -254,7 +264,7 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
     intro = (f"{len(children)} runs, {n_failed} failed ({n_diverged} diverged); sweep wall time "
              f"{(end - parent.info.start_time) / 1000:.0f} s. Parent run `{parent_run_id}`. "
              f"Target accuracy for 'epochs/seconds to': {target_acc:g} (validation).")
-    md = [f"# {title}", "", intro, "", "## Comparison (ranked by test accuracy)", "", table, ""]
+    md = [f"# {title}", "", intro, "", "## Comparison (ranked by test accuracy, or validation accuracy without a test)", "", table, ""]
     md += [f"![{p.stem}]({p.name})" for p in images]
     for heading, text, extra_images in sections:
         md += ["", f"## {heading}", "", text, ""] + [f"![{p.stem}]({p.name})" for p in extra_images]
@@ -301,7 +311,7 @@ def _html(title, intro, rows, images, sections, children) -> str:
     main_images = [p for p in images if p.name in ("learning_curves.png", "test_accuracy.png")]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>",
-             "<h2>Comparison (ranked by test accuracy)</h2>", _html_table(rows), *map(_img, main_images)]
+             "<h2>Comparison (ranked by test accuracy, or validation accuracy without a test)</h2>", _html_table(rows), *map(_img, main_images)]
     for heading, text, extra_images in sections:
         parts += [f"<h2>{html.escape(heading)}</h2><pre>{html.escape(text)}</pre>", *map(_img, extra_images)]
     parts += ["<h2>Runs</h2>", _html_table([
@@ -309,3 +319,38 @@ def _html(title, intro, rows, images, sections, children) -> str:
          "test acc": f"{c.metrics['test/acc']:.4f}" if "test/acc" in c.metrics else "–", "run id": c.run_id}
         for c in children]), "</body></html>"]
     return "\n".join(parts)
+
+
+def find_sweep(client, sweep: str, experiment_name: str | None = None) -> str:
+    """A sweep's parent run id: given as is, or `latest` (the newest parent run)."""
+    from lightsweep.errors import LightsweepError
+
+    if sweep != "latest":
+        return client.get_run(sweep).info.run_id
+    if experiment_name:
+        experiment = client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            raise LightsweepError(f"no MLflow experiment named {experiment_name!r}: check experiment_name")
+        experiments = [experiment]
+    else:
+        experiments = client.search_experiments()
+    runs = client.search_runs(
+        [e.experiment_id for e in experiments], filter_string="tags.`lightsweep.role` = 'sweep'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )
+    if not runs:
+        raise LightsweepError("no sweep found in this store: run `python train.py -m ...` first, or pass sweep=<parent run id>")
+    return runs[0].info.run_id
+
+
+def publish_report(client, parent_run_id: str, folder: Path, target_acc: float) -> Report:
+    """Write the report to `folder`, log it to the parent run under `report/`, print the table."""
+    from lightsweep.sweeps.benchmark import benchmark_sections
+
+    report = write_report(client, parent_run_id, folder, target_acc, extra_sections=benchmark_sections)
+    for path in report.files:
+        client.log_artifact(parent_run_id, str(path), "report")
+    print(f"\n{report.table}\n")
+    print(f"{report.n_runs} jobs, {report.n_failed} failed ({report.n_diverged} diverged). "
+          f"Report: {report.folder / 'report.html'}")
+    return report
