@@ -23,9 +23,9 @@ def run_sweep(tmp_path, *overrides, timeout=600):
     )
 
 
-def sweep_runs(tmp_path):
+def sweep_runs(tmp_path, experiment_name="lightsweep"):
     client = MlflowClient(f"sqlite:///{tmp_path}/store/mlflow.db")
-    experiment = client.get_experiment_by_name("lightsweep")
+    experiment = client.get_experiment_by_name(experiment_name)
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     parents = [r for r in runs if r.data.tags.get("lightsweep.role") == "sweep"]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
@@ -94,3 +94,92 @@ def test_a_sweep_where_every_job_fails_fails_the_parent(tmp_path):
     assert [c.info.status for c in children] == ["FAILED", "FAILED"]
     assert all("optimizer.lr must be > 0" in c.data.tags["lightsweep.failure_reason"] for c in children)
     assert parents[0].info.status == "FAILED"
+
+
+def test_optuna_search_trials_are_children_of_one_parent(tmp_path):
+    result = run_sweep(tmp_path, "hparams_search=lr_optuna", "model=softmax", "optimizer=adam", *FAST,
+                       "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Best value" in result.stdout + result.stderr
+    client, parents, children, runs = sweep_runs(tmp_path)
+    assert len(parents) == 1 and len(children) == 3 and len(runs) == 4
+    lrs = {float(c.data.params["optimizer.lr"]) for c in children}
+    assert len(lrs) == 3 and all(1e-5 <= lr <= 1.0 for lr in lrs)
+    assert all("-lr" in c.info.run_name and "-wd" in c.info.run_name for c in children)
+    assert all("test/acc" not in c.data.metrics and "val/acc" in c.data.metrics for c in children)
+    assert "report/report.html" in artifact_paths(client, parents[0].info.run_id)
+
+
+def test_optuna_study_survives_failed_trials(tmp_path):
+    # Every trial fails (an unknown optimizer argument): the study still ends, each trial scored 0.0.
+    result = run_sweep(tmp_path, "hparams_search=lr_optuna", "+optimizer.bogus=1", *FAST,
+                       "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2")
+    assert "Best value: 0.0" in result.stdout + result.stderr
+    _, parents, children, _ = sweep_runs(tmp_path)
+    assert [c.info.status for c in children] == ["FAILED", "FAILED"]
+    assert parents[0].info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_optimizer_benchmark_tunes_then_tests(tmp_path):
+    result = run_sweep(tmp_path, "experiment=optimizer_benchmark", *FAST, "hydra.sweeper.optimizers=[sgd,adam]",
+                       "hydra.sweeper.lr_log10_min=-3", "hydra.sweeper.lr_log10_max=12", "hydra.sweeper.lr_points=3",
+                       "hydra.sweeper.seeds=[1,2]", "model=mlp", timeout=900)
+    client, parents, children, _ = sweep_runs(tmp_path, "optimizer_benchmark")
+    tune = [c for c in children if c.data.tags["stage"] == "tune"]
+    final = [c for c in children if c.data.tags["stage"] == "final"]
+    assert len(tune) == 6 and len(final) == 4  # 2 optimizers x 3 lrs, then 2 optimizers x 2 seeds
+    assert all("test/acc" not in c.data.metrics for c in tune)
+    assert all("test/acc" in c.data.metrics for c in final)
+    # The grid's top (1e12) diverges for both; it is never chosen.
+    assert sum(c.data.tags.get("lightsweep.diverged") == "true" for c in tune) >= 2
+    parent = parents[0]
+    for opt in ("sgd", "adam"):
+        best_val = max((c for c in tune if c.data.tags["optimizer"] == opt and c.info.status == "FINISHED"),
+                       key=lambda c: c.data.metrics["val/acc"])
+        assert parent.data.params[f"best_lr.{opt}"] == best_val.data.params["optimizer.lr"]
+        assert {c.data.params["optimizer.lr"] for c in final if c.data.tags["optimizer"] == opt} == {
+            best_val.data.params["optimizer.lr"]}
+    artifacts = artifact_paths(client, parent.info.run_id)
+    assert {"report/lr_sensitivity.png", "report/report.md"} <= artifacts
+    text = open(client.download_artifacts(parent.info.run_id, "report/report.md", str(tmp_path))).read()
+    assert "Tuned comparison" in text and "epoch time vs sgd" in text
+    assert result.returncode == 1  # diverged grid points count as failed jobs
+
+
+def test_compare_pipeline_rebuilds_the_latest_report(tmp_path):
+    assert run_sweep(tmp_path, "optimizer=sgd,adam", *FAST).returncode == 0
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/store/mlflow.db"}
+    result = subprocess.run(
+        [PYTHON, "pipelines/compare.py", "sweep=latest", "target_acc=0.5", f"paths.log_dir={tmp_path}/outputs"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    _, parents, _, _ = sweep_runs(tmp_path)
+    folder = tmp_path / "outputs" / "reports" / parents[0].info.run_id
+    assert (folder / "report.html").is_file()
+    assert "epochs to 0.5" in (folder / "report.md").read_text()
+    bad = subprocess.run([PYTHON, "pipelines/compare.py", "sweep=latest", "experiment_name=nope"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: no MLflow experiment named 'nope'")
+
+
+@pytest.mark.slow
+def test_eight_parallel_jobs_on_a_fresh_store_lose_nothing(tmp_path):
+    """joblib starts 8 jobs at once on a store that does not exist yet: 0 failed, 0 misfiled, 0 lost."""
+    result = run_sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=8", "seed=range(1,9)",
+                       "model=softmax", "trainer.max_epochs=3", "trainer.limit_train_batches=12",
+                       "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.log_every_n_steps=3",
+                       timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, parents, children, runs = sweep_runs(tmp_path)
+    assert len(parents) == 1 and len(children) == 8 and len(runs) == 9
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert sorted(c.info.run_name for c in children) == sorted(f"softmax-adam-lr0.001-s{s}" for s in range(1, 9))
+    default = client.get_experiment_by_name("Default")
+    assert default is None or not client.search_runs([default.experiment_id])  # nothing misfiled
+    for child in children:
+        run_id = child.info.run_id
+        assert len(client.get_metric_history(run_id, "train/loss")) == 12  # every 3rd of 12 steps, 3 epochs
+        assert len(client.get_metric_history(run_id, "val/acc")) == 3
+        assert len(client.get_metric_history(run_id, "test/acc")) == 1
