@@ -74,21 +74,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
     job = current_job()
     sweep = job.sweep if job is not None and job.sweep is not None and job.sweep.tracked else None
     if sweep is None:
-        _check(cfg)  # refuse bad input before touching the store
+        _check(cfg)  # refuse bad input before touching the store (or importing Lightning)
     tracking_cfg = (cfg.get("logger") or {}).get("mlflow")
-    if tracking_cfg is None:
-        _check(cfg)
-        return _fit_and_report(cfg, None, None)
 
     from pytorch_lightning.utilities import rank_zero_only
+
+    # Untracked, or a DDP worker process (those log through rank 0's run only).
+    if tracking_cfg is None or rank_zero_only.rank != 0:
+        if sweep is not None:
+            _check(cfg)
+        return _fit_and_report(cfg, None, None)
 
     from lightsweep.sweeps.naming import config_label
     from lightsweep.tracking.run import tracked_run
     from lightsweep.tracking.store import ensure_experiment, open_store
 
-    if rank_zero_only.rank != 0:  # DDP worker processes log through rank 0's run only
-        _check(cfg)
-        return _fit_and_report(cfg, None, None)
     choices = hydra_choices(cfg)
     run_name = cfg.get("run_name") or run_name_for(cfg, choices, job)
     tags = run_tags(cfg, choices)
