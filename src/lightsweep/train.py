@@ -189,8 +189,11 @@ def _fit_and_report(cfg: DictConfig, client, run_id: str | None, tracking_uri: s
         trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
         metrics.update(_scalars(trainer.callback_metrics))
 
+    tested = not diverged and cfg.get("test", True)
+    # Every rank joins the metric's all-gather under DDP; only rank 0 draws and logs.
+    confusion = model.test_confusion.compute() if tested else None
     if trainer.is_global_zero:
-        artifacts = _draw_plots(cfg, model, datamodule, history, output_dir / "plots", tested=not diverged and cfg.get("test", True))
+        artifacts = _draw_plots(cfg, model, datamodule, history, output_dir / "plots", confusion)
         if client is not None:
             for path in artifacts:
                 client.log_artifact(run_id, str(path), "plots")
@@ -205,7 +208,8 @@ def _fit_and_report(cfg: DictConfig, client, run_id: str | None, tracking_uri: s
         )
     if run_id is not None:
         metrics["run_id"] = run_id
-    _print_summary(metrics, run_id, tracking_uri, output_dir)
+    if trainer.is_global_zero:
+        _print_summary(metrics, run_id, tracking_uri, output_dir)
     return metrics
 
 
@@ -213,15 +217,15 @@ def _scalars(callback_metrics) -> dict[str, float]:
     return {k: float(v) for k, v in callback_metrics.items() if v.numel() == 1}
 
 
-def _draw_plots(cfg, model, datamodule, history, plot_dir: Path, tested: bool) -> list[Path]:
+def _draw_plots(cfg, model, datamodule, history, plot_dir: Path, confusion) -> list[Path]:
     import torch
 
     from lightsweep import plots
 
     paths = [plots.learning_curves(history.history, plot_dir / "learning_curves.png")]
     names = datamodule.class_names
-    if tested:
-        paths.append(plots.confusion_matrix(model.test_confusion.compute(), names, plot_dir / "confusion_matrix.png"))
+    if confusion is not None:
+        paths.append(plots.confusion_matrix(confusion, names, plot_dir / "confusion_matrix.png"))
     net = model.net
     if hasattr(net, "linear") and datamodule.image_shape and net.linear.out_features > 1:
         paths.append(plots.weight_templates(net.linear.weight, datamodule.image_shape, names, plot_dir / "weights.png"))
