@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -17,16 +18,16 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    pyplot().close(fig)
     return path
 
 
 def confusion_matrix(matrix: torch.Tensor, class_names: list[str], path: Path) -> Path:
     """Counts with row-normalised colours: each row is one true class."""
-    plt = _pyplot()
+    plt = pyplot()
     counts = matrix.cpu().long()
     rates = counts.float() / counts.sum(dim=1, keepdim=True).clamp(min=1)
     k = len(class_names)
@@ -43,12 +44,12 @@ def confusion_matrix(matrix: torch.Tensor, class_names: list[str], path: Path) -
     accuracy = counts.diag().sum().item() / max(counts.sum().item(), 1)
     ax.set_title(f"Test confusion matrix (accuracy {accuracy:.4f})")
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def learning_curves(history: dict[str, list[tuple[int, float]]], path: Path) -> Path:
     """Loss and accuracy against epoch, train and validation."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for key, ax, label in [
         ("train/loss_epoch", ax_loss, "train"), ("val/loss", ax_loss, "val"),
@@ -65,12 +66,12 @@ def learning_curves(history: dict[str, list[tuple[int, float]]], path: Path) -> 
         ax.legend()
     ax_loss.set_title("Loss")
     ax_acc.set_title("Accuracy")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def weight_templates(weight: torch.Tensor, image_shape, class_names: list[str], path: Path) -> Path:
     """Each class's weight vector of a linear model drawn as an image (red +, blue -)."""
-    plt = _pyplot()
+    plt = pyplot()
     weight = weight.detach().cpu().float()
     k = len(weight)
     cols = min(k, 5)
@@ -84,13 +85,13 @@ def weight_templates(weight: torch.Tensor, image_shape, class_names: list[str], 
         ax.imshow(image, cmap="seismic", vmin=-bound, vmax=bound)
         ax.set_title(class_names[i] if i < len(class_names) else str(i), fontsize=9)
     fig.suptitle("Weight templates (red: evidence for the class, blue: against)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 @torch.no_grad()
 def decision_boundary(predict_proba, x: torch.Tensor, y: torch.Tensor, class_names, path: Path) -> Path:
     """Predicted probability of class 1 over the plane, with the test points on top."""
-    plt = _pyplot()
+    plt = pyplot()
     x, y = x.cpu(), y.cpu()
     lo, hi = x.min(dim=0).values - 0.5, x.max(dim=0).values + 0.5
     g0, g1 = torch.meshgrid(torch.linspace(lo[0], hi[0], 200), torch.linspace(lo[1], hi[1], 200), indexing="xy")
@@ -106,4 +107,4 @@ def decision_boundary(predict_proba, x: torch.Tensor, y: torch.Tensor, class_nam
     fig.colorbar(contour, ax=ax, label=f"P({class_names[1] if len(class_names) > 1 else 1})")
     ax.set_title("Decision boundary (test points)")
     ax.legend(loc="upper right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -10,7 +10,8 @@ import math
 import statistics
 from pathlib import Path
 
-from lightsweep.sweeps.report import ChildRun, _pm, _pyplot, _save, markdown_table
+from lightsweep.plots import pyplot, save_figure
+from lightsweep.sweeps.report import ChildRun, _pm, markdown_table
 
 
 def is_benchmark(children: list[ChildRun]) -> bool:
@@ -30,7 +31,7 @@ def epoch_seconds(run: ChildRun) -> float:
 
 
 def plot_lr_sensitivity(tune: list[ChildRun], chosen: dict[str, float], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     optimizers = list(dict.fromkeys(c.tags.get("optimizer", "?") for c in tune))
     colors = plt.get_cmap("tab10")
@@ -53,7 +54,7 @@ def plot_lr_sensitivity(tune: list[ChildRun], chosen: dict[str, float], path: Pa
     ax.set_title("Learning-rate sensitivity (star: chosen lr, x: diverged)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=100)
 
 
 def benchmark_sections(children: list[ChildRun], folder: Path):

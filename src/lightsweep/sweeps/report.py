@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lightsweep.plots import pyplot, save_figure
+
 CURVES = ("val/loss", "val/acc", "train/loss_epoch")
 
 
@@ -161,17 +163,8 @@ def markdown_table(rows: list[dict[str, str]]) -> str:
 
 
 # --- plots --------------------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_curves(summaries: list[ConfigSummary], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
     titles = {"val/loss": "validation loss", "val/acc": "validation accuracy", "train/loss_epoch": "training loss"}
     colors = plt.get_cmap("tab20" if len(summaries) > 10 else "tab10")
@@ -199,11 +192,11 @@ def plot_curves(summaries: list[ConfigSummary], path: Path) -> Path:
             ax.set_yscale("log")
     if axes[-1].get_legend_handles_labels()[0]:
         axes[-1].legend(fontsize=7, loc="upper right", ncol=1 + len(summaries) // 12)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_test_accuracy(summaries: list[ConfigSummary], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     ranked = [s for s in summaries if s.test_acc[2]]
     fig, ax = plt.subplots(figsize=(8, 0.45 * max(len(ranked), 2) + 1.2))
     means = [s.test_acc[0] for s in ranked]
@@ -219,14 +212,7 @@ def plot_test_accuracy(summaries: list[ConfigSummary], path: Path) -> Path:
     ax.set_xlabel("test accuracy (mean ± std over seeds)")
     ax.set_title("Ranked test accuracy")
     ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    _pyplot().close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 # --- documents ----------------------------------------------------------------------------------
