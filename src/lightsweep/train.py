@@ -184,12 +184,12 @@ def _fit_and_report(cfg: DictConfig, client, run_id: str | None, tracking_uri: s
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
     diverged = history.diverged_at is not None
+    tested = cfg.get("test", True) and not diverged
     metrics = _scalars(trainer.callback_metrics)  # fit's last values; test replaces callback_metrics
-    if cfg.get("test", True) and not diverged:
+    if tested:
         trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
         metrics.update(_scalars(trainer.callback_metrics))
 
-    tested = not diverged and cfg.get("test", True)
     # Every rank joins the metric's all-gather under DDP; only rank 0 draws and logs.
     confusion = model.test_confusion.compute() if tested else None
     if trainer.is_global_zero:

@@ -78,10 +78,11 @@ class OptimizerBenchmarkSweeper(Sweeper):
         )
 
     def sweep(self, arguments: List[str]) -> Any:
+        from lightsweep.sweeps.context import swept_keys
+
         base = [*(f"{k}={v}" for k, v in self.params.items()), *arguments]
-        for override in base:
-            if "," in override.split("=", 1)[-1] and not override.split("=", 1)[-1].startswith("["):
-                raise ValueError(f"optimizer_benchmark runs its own grid; drop the sweep override {override!r}")
+        if swept := swept_keys(base):
+            raise ValueError(f"optimizer_benchmark runs its own grid; drop the sweep over {', '.join(swept)}")
         points = [(opt, lr) for opt in self.optimizers for lr in self.grid]
         tune = [
             [*base, f"optimizer={opt}", f"optimizer.lr={lr}", f"seed={self.tuning_seed}",

@@ -137,4 +137,6 @@ def _fail_if_still_running(client, run_id: str) -> None:
 
 
 def _grid_params(grid: list[str]) -> dict[str, str]:
-    return {o.split("=", 1)[0].lstrip("+~"): o.split("=", 1)[1] for o in grid if "=" in o}
+    from lightsweep.sweeps.context import override_key
+
+    return {override_key(o): o.split("=", 1)[1] for o in grid if "=" in o}

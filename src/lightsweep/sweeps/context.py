@@ -38,6 +38,11 @@ class SweepContext:
         return self.parent_run_id is not None
 
 
+def override_key(override: str) -> str:
+    """`+optimizer.lr=0.1` -> `optimizer.lr`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def swept_keys(overrides: list[str], searched: dict | None = None) -> list[str]:
     """Keys a sweep varies: `optimizer=sgd,adam`, `seed=range(1,4)`, and a sweeper's search space."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -66,7 +71,7 @@ def job_dirname(sweep_dir: str, override_dirname: str) -> str:
     context = SweepContext.read(Path(sweep_dir))
     items = split_overrides(override_dirname)
     if context is not None and context.varying:
-        items = [i for i in items if i.split("=", 1)[0].lstrip("+~") in context.varying]
+        items = [i for i in items if override_key(i) in context.varying]
     return ",".join(items).replace("/", "_")
 
 
@@ -80,7 +85,7 @@ class JobInfo:
     def varying_overrides(self) -> list[str]:
         if self.sweep is None or not self.sweep.varying:
             return self.overrides
-        return [o for o in self.overrides if o.split("=", 1)[0].lstrip("+~") in self.sweep.varying]
+        return [o for o in self.overrides if override_key(o) in self.sweep.varying]
 
 
 def current_job() -> JobInfo | None:

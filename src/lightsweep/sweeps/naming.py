@@ -17,7 +17,9 @@ def _fmt(value: str) -> str:
 
 
 def describe_override(override: str) -> str | None:
-    key, _, value = override.lstrip("+~").partition("=")
+    from lightsweep.sweeps.context import override_key
+
+    key, value = override_key(override), override.partition("=")[2]
     if key in NOT_IN_NAME or key.startswith(NOT_IN_NAME_PREFIXES) or "/" in key:
         return None
     leaf = key.rsplit(".", 1)[-1]
