@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytorch_lightning as pl
 
@@ -25,6 +26,14 @@ class EpochHistory(pl.Callback):
     def on_validation_epoch_end(self, trainer, pl_module):
         self._record(trainer, "val/")
 
+    # Saved in checkpoints, so a resumed run's plots show every epoch.
+    def state_dict(self) -> dict:
+        return {"history": {key: list(points) for key, points in self.history.items()}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for key, points in state_dict.get("history", {}).items():
+            self.history[key] = [(int(e), float(v)) for e, v in points]
+
     def on_train_epoch_end(self, trainer, pl_module):
         self._record(trainer, "train/")
 
@@ -33,3 +42,37 @@ class EpochHistory(pl.Callback):
         """The first epoch (0-based) whose train or val loss was NaN/inf, else None."""
         bad = [e for key in ("train/loss_epoch", "val/loss") for e, v in self.history[key] if not math.isfinite(v)]
         return min(bad) if bad else None
+
+
+class RandomState(pl.Callback):
+    """Puts torch's random state into checkpoints and back, so a resumed run draws the same dropout
+    masks as an uninterrupted one (the batch order is already seeded by epoch)."""
+
+    def state_dict(self) -> dict:
+        import torch
+
+        state = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        import torch
+
+        torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class InterruptCheckpoint(pl.Callback):
+    """Saves `<dirpath>/interrupted.ckpt` when fit stops on Ctrl-C, SIGTERM or an error.
+
+    Lightning's OnExceptionCheckpoint does the same but also makes every `fit()` resume from the
+    newest checkpoint it finds in the folder; lightsweep resumes only when asked (`resume=`).
+    """
+
+    def __init__(self, dirpath: str, filename: str = "interrupted"):
+        self.path = str(Path(dirpath) / f"{filename}.ckpt")
+
+    def on_exception(self, trainer, pl_module, exception):
+        trainer.save_checkpoint(self.path)

@@ -6,6 +6,7 @@ Errors the user can fix (LightsweepError) are printed as one line; the exit code
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 import hydra
@@ -27,8 +28,18 @@ def task(cfg: DictConfig):
     objective = cfg.get("optimized_metric")
     try:
         metrics = train(cfg)
-    except Exception as err:
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
+    except BaseException as err:
+        from lightsweep.tracking.run import interruption
+
+        if (signal_name := interruption(err)) is None and not isinstance(err, Exception):
+            raise
+        sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+        if signal_name is not None:
+            # The run is KILLED and its checkpoints stay; a sweep stops too (the user asked it to).
+            then = "the sweep stops" if sweeping else "continue it with the same overrides plus resume=last"
+            print(f"interrupted ({signal_name}): the run is marked KILLED, its checkpoints are kept; {then}", file=sys.stderr)
+            raise SystemExit(128 + signal.Signals[signal_name].value) from None
+        if not sweeping:
             if not isinstance(err, LightsweepError):
                 raise  # a bug: keep the traceback
             print(f"error: {err}", file=sys.stderr)

@@ -48,7 +48,7 @@ def run_name_for(cfg: DictConfig, choices: dict[str, str], job) -> str:
 
 
 def run_tags(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
-    from lightsweep.tracking.params import git_commit
+    from lightsweep.tracking.params import git_commit, mask_overrides
 
     tags = {group: choices[group] for group in ("model", "optimizer", "data", "scheduler", "trainer") if group in choices}
     tags["seed"] = str(cfg.seed)
@@ -57,7 +57,7 @@ def run_tags(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
     if commit := git_commit(project_root()):
         tags["mlflow.source.git.commit"] = commit
     if overrides := hydra_overrides():
-        tags["overrides"] = " ".join(overrides)[:5000]
+        tags["overrides"] = mask_overrides(overrides)
     tags.update({str(k): str(v) for k, v in (cfg.get("tags") or {}).items()})
     return tags
 
@@ -70,11 +70,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     bad value still shows up, as FAILED.
     """
     from lightsweep.sweeps.context import current_job
+    from lightsweep.tracking.run import sigterm_as_interrupt
 
     job = current_job()
-    sweep = job.sweep if job is not None and job.sweep is not None and job.sweep.tracked else None
+    in_sweep = job is not None and job.sweep is not None
+    sweep = job.sweep if in_sweep and job.sweep.tracked else None
     if sweep is None:
-        _check(cfg)  # refuse bad input before touching the store (or importing Lightning)
+        _check(cfg, in_sweep)  # refuse bad input before touching the store (or importing Lightning)
+    with sigterm_as_interrupt():
+        return _train(cfg, job, sweep)
+
+
+def _train(cfg: DictConfig, job, sweep) -> dict[str, float]:
     tracking_cfg = (cfg.get("logger") or {}).get("mlflow")
 
     from pytorch_lightning.utilities import rank_zero_only
@@ -82,11 +89,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Untracked, or a DDP worker process (those log through rank 0's run only).
     if tracking_cfg is None or rank_zero_only.rank != 0:
         if sweep is not None:
-            _check(cfg)
+            _check(cfg, True)
         return _fit_and_report(cfg, None, None)
 
     from lightsweep.sweeps.naming import config_label
-    from lightsweep.tracking.run import tracked_run
+    from lightsweep.tracking.params import mask_overrides
+    from lightsweep.tracking.run import create_run, reopen_run, tracked_run
     from lightsweep.tracking.store import ensure_experiment, open_store
 
     choices = hydra_choices(cfg)
@@ -100,60 +108,110 @@ def train(cfg: DictConfig) -> dict[str, float]:
             "lightsweep.sweep_id": sweep.sweep_id,
             "lightsweep.job": str(job.num),
             "lightsweep.config": config_label(run_name),
-            "overrides": " ".join(job.overrides)[:5000],
+            "overrides": mask_overrides(job.overrides),
         })
     else:
         uri = tracking_cfg.tracking_uri
         client = open_store(uri)
         experiment_id = ensure_experiment(client, uri, tracking_cfg.experiment_name)
-    with tracked_run(client, experiment_id, run_name, tags) as run:
+    point = None
+    if (resume := _resume_request(cfg)) is not None:
+        from lightsweep.resume import find_resume_point
+
+        point = find_resume_point(client, experiment_id, resume, run_params(cfg), str(cfg.paths.output_dir))
+        run_id = reopen_run(client, point.run_id)
+    else:
+        run_id = create_run(client, experiment_id, run_name, tags)
+    with tracked_run(client, run_id):
         if sweep is not None:
-            _check(cfg)
-        return _fit_and_report(cfg, client, run.info.run_id, tracking_uri=uri)
+            _check(cfg, True)
+        return _fit_and_report(cfg, client, run_id, tracking_uri=uri, resume=point)
 
 
-def _check(cfg: DictConfig) -> None:
+def _resume_request(cfg: DictConfig) -> str | None:
+    """`resume=<run id>|last`, or `ckpt_path=last` (Lightning's spelling of the same)."""
+    resume = cfg.get("resume") or (cfg.get("ckpt_path") if cfg.get("ckpt_path") == "last" else None)
+    return None if resume is None else str(resume)
+
+
+def _check(cfg: DictConfig, in_sweep: bool) -> None:
     choose_binary_task(cfg)
     validate(cfg)
+    if _resume_request(cfg) is None:
+        return
+    if in_sweep:
+        raise LightsweepError("resume= continues one run, not a sweep: rerun the sweep's failed jobs instead")
+    if not (cfg.get("logger") or {}).get("mlflow"):
+        raise LightsweepError("resume= finds the run in MLflow, but logger=none: pass ckpt_path=<file> instead")
+    if "ddp" in str(cfg.trainer.get("strategy", "")):
+        raise LightsweepError("resume= does not support DDP runs (trainer.strategy=ddp): start the run again")
+
+
+def _masked_config(cfg: DictConfig) -> dict:
+    from lightsweep.tracking.params import mask_secrets
+
+    # `hydra` is present when composed with return_hydra_config (tests); it is not the run's config.
+    run_config = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return mask_secrets(OmegaConf.to_container(run_config, resolve=True))
+
+
+def run_params(cfg: DictConfig) -> dict[str, str]:
+    """The run's MLflow params: the resolved config, flattened with dots, secrets masked."""
+    from lightsweep.tracking.params import flatten
+
+    return flatten(_masked_config(cfg))
 
 
 def _log_config(client, run_id: str, cfg: DictConfig) -> None:
     from mlflow.entities import Param
 
-    from lightsweep.tracking.params import flatten, mask_secrets
+    from lightsweep.tracking.params import flatten
 
-    # `hydra` is present when composed with return_hydra_config (tests); it is not the run's config.
-    run_config = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    plain = mask_secrets(OmegaConf.to_container(run_config, resolve=True))
-    params = [Param(k, v) for k, v in flatten(plain).items()]
+    masked = _masked_config(cfg)
+    params = [Param(k, v) for k, v in flatten(masked).items()]
     for start in range(0, len(params), 100):  # MLflow accepts 100 params per batch
         client.log_batch(run_id, params=params[start : start + 100])
-    client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(plain)), "config.yaml")
+    client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(masked)), "config.yaml")
 
 
 def _build(cfg: DictConfig, run_id: str | None, tracking_uri: str | None):
     import pytorch_lightning as pl
-    from hydra.utils import instantiate
     from pytorch_lightning.callbacks import ProgressBar
 
-    from lightsweep.callbacks import EpochHistory
+    from lightsweep.callbacks import EpochHistory, RandomState
 
     _limit_threads(cfg.get("threads"))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data, _convert_="all")
-    optimizer = instantiate(cfg.optimizer)
-    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    datamodule = _instantiate(cfg, "data", _convert_="all")
+    optimizer = _instantiate(cfg, "optimizer")
+    scheduler = _instantiate(cfg, "scheduler") if cfg.get("scheduler") else None
     # Plain lists, not ListConfig, so the checkpoint loads with torch.load(weights_only=True).
-    model = instantiate(cfg.model, optimizer=optimizer, scheduler=scheduler, _convert_="all")
+    model = _instantiate(cfg, "model", optimizer=optimizer, scheduler=scheduler, _convert_="all")
     history = EpochHistory()
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    callbacks = [
+        _instantiate(cfg, f"callbacks.{name}")
+        for name, c in (cfg.get("callbacks") or {}).items()
+        if c and "_target_" in c
+    ]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it was told not to show
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     logger = False
     if run_id is not None:
-        logger = instantiate(cfg.logger.mlflow, run_id=run_id, tracking_uri=tracking_uri)
-    trainer = instantiate(cfg.trainer, callbacks=[*callbacks, history], logger=logger)
+        logger = _instantiate(cfg, "logger.mlflow", run_id=run_id, tracking_uri=tracking_uri)
+    trainer = _instantiate(cfg, "trainer", callbacks=[*callbacks, history, RandomState()], logger=logger)
     return datamodule, model, trainer, history
+
+
+def _instantiate(cfg: DictConfig, key: str, **kwargs):
+    """`hydra.utils.instantiate(cfg.<key>)`; a wrong key or value is the user's to fix, in one line."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(OmegaConf.select(cfg, key), **kwargs)
+    except InstantiationException as err:
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise LightsweepError(f"cannot build {key} from the config ({reason}): check the {key}.* overrides") from err
 
 
 def _limit_threads(threads: int | None) -> None:
@@ -171,13 +229,22 @@ def _limit_threads(threads: int | None) -> None:
         torch.set_num_threads(int(threads))
 
 
-def _fit_and_report(cfg: DictConfig, client, run_id: str | None, tracking_uri: str | None = None) -> dict[str, float]:
+def _fit_and_report(cfg: DictConfig, client, run_id: str | None, tracking_uri: str | None = None, resume=None) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
-    if client is not None:
+    ckpt_path = cfg.get("ckpt_path")
+    if resume is not None:
+        # Same run, same checkpoint folder: Lightning restores the best-checkpoint bookkeeping too.
+        ckpt_path = str(resume.checkpoint)
+        cfg = _with_checkpoint_dir(cfg, str(resume.checkpoint_dir))
+    elif client is not None:
         _log_config(client, run_id, cfg)
     datamodule, model, trainer, history = _build(cfg, run_id, tracking_uri)
+    if ckpt_path:
+        from lightsweep.resume import check_checkpoint_fits
 
-    trainer.fit(model, datamodule=datamodule)
+        check_checkpoint_fits(ckpt_path, model)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path or None, weights_only=True)
     if trainer.interrupted:
         raise KeyboardInterrupt  # Lightning swallowed Ctrl-C; the run must end KILLED, not FINISHED
 
@@ -187,7 +254,7 @@ def _fit_and_report(cfg: DictConfig, client, run_id: str | None, tracking_uri: s
     tested = cfg.get("test", True) and not diverged
     metrics = _scalars(trainer.callback_metrics)  # fit's last values; test replaces callback_metrics
     if tested:
-        trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+        trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False, weights_only=True)
         metrics.update(_scalars(trainer.callback_metrics))
 
     # Every rank joins the metric's all-gather under DDP; only rank 0 draws and logs.
@@ -211,6 +278,14 @@ def _fit_and_report(cfg: DictConfig, client, run_id: str | None, tracking_uri: s
     if trainer.is_global_zero:
         _print_summary(metrics, run_id, tracking_uri, output_dir)
     return metrics
+
+
+def _with_checkpoint_dir(cfg: DictConfig, folder: str) -> DictConfig:
+    cfg = cfg.copy()
+    for callback in (cfg.get("callbacks") or {}).values():
+        if callback and "dirpath" in callback:
+            callback.dirpath = folder
+    return cfg
 
 
 def _scalars(callback_metrics) -> dict[str, float]:

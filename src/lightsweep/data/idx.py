@@ -93,6 +93,7 @@ class IDXImageDataModule(InMemoryDataModule):
         """Make sure the four uncompressed IDX files exist in `root/<Dataset>/raw/`."""
         missing = [name for name in FILES if not (self.raw_dir / name).is_file()]
         if not missing:
+            self._verify_raw()
             return
         copy = self._find_local_copy()
         if copy is not None:
@@ -120,6 +121,15 @@ class IDXImageDataModule(InMemoryDataModule):
             f"{self.dataset} not found (looked in {searched}). Fix: {setup_hint}, or copy the four "
             f"IDX files into {self.raw_dir}, or pass data.download=true when online"
         )
+
+    def _verify_raw(self) -> None:
+        """Files already in `raw/` may have been damaged since: check the content checksums (~0.1 s)."""
+        for name, expected in KNOWN_MD5[self.dataset].items():
+            if _md5(self.raw_dir / name) != expected:
+                raise LightsweepError(
+                    f"{self.raw_dir / name} is corrupt (checksum mismatch): delete {self.raw_dir} and rerun; "
+                    "it is re-created from the local copy"
+                )
 
     def _read(self, train: bool):
         from torchvision import datasets

@@ -56,10 +56,11 @@ class MLflowSweepCallback(Callback):
     def _create_parent(self, config, tracking, context, grid, searched, sweep_dir: Path) -> None:
         from mlflow.entities import Param
 
-        from lightsweep.tracking.params import mask_secrets
+        from lightsweep.tracking.params import mask_override, mask_secrets
         from lightsweep.tracking.store import ensure_experiment, open_store
 
         uri = tracking.tracking_uri
+        grid = [mask_override(o) for o in grid]
         client = open_store(uri)
         experiment_id = ensure_experiment(client, uri, tracking.experiment_name)
         choices = config.hydra.runtime.choices

@@ -26,6 +26,21 @@ def mask_secrets(value, key: str = ""):
     return value
 
 
+def mask_override(override: str) -> str:
+    """`+logger.mlflow.password=x` -> `+logger.mlflow.password=***` (and URI passwords)."""
+    from lightsweep.sweeps.context import override_key
+
+    if "=" not in override:
+        return override
+    key, value = override.split("=", 1)
+    return f"{key}={mask_secrets(value, override_key(override))}"
+
+
+def mask_overrides(overrides) -> str:
+    """Command-line overrides as one tag value, secrets masked."""
+    return " ".join(mask_override(str(o)) for o in overrides)[:5000]
+
+
 def flatten(value, prefix: str = "") -> dict[str, str]:
     """{'model': {'hidden_sizes': [256]}} -> {'model.hidden_sizes': '[256]'}: keys match CLI overrides."""
     if isinstance(value, dict) and value:

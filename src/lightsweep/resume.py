@@ -1,0 +1,122 @@
+"""Continuing an interrupted run in place, and loading checkpoints safely.
+
+`resume=<run id>` or `resume=last` finds the MLflow run, refuses if its settings differ from this
+invocation's, and restarts Lightning from the run's `last.ckpt` (saved at the end of every epoch) in
+the same checkpoint folder and the same MLflow run. Restarting at an epoch boundary, with the data
+order seeded by epoch and the random state stored in the checkpoint, makes a resumed run end where
+an uninterrupted one would. `ckpt_path=<file>` starts a new run from a checkpoint file instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lightsweep.errors import LightsweepError
+
+LAST = "last"
+CHECKPOINT_DIR_PARAM = "callbacks.model_checkpoint.dirpath"
+LAST_CHECKPOINT = "last.ckpt"
+
+
+@dataclass
+class ResumePoint:
+    run_id: str
+    checkpoint: Path  # the run's last.ckpt
+    checkpoint_dir: Path  # keeps receiving the run's checkpoints
+
+
+def find_resume_point(client, experiment_id: str, resume: str, params: dict[str, str], output_dir: str) -> ResumePoint:
+    """The run to continue and its last checkpoint; refuses a finished run or changed settings."""
+    run = _find_run(client, experiment_id, str(resume))
+    run_id = run.info.run_id
+    if run.info.status == "FINISHED":
+        raise LightsweepError(f"run {run_id} already finished: nothing to resume; start a new run without resume=")
+    _check_same_settings(run, params, output_dir)
+    folder = run.data.params.get(CHECKPOINT_DIR_PARAM)
+    checkpoint = Path(folder) / LAST_CHECKPOINT if folder else None
+    if checkpoint is None or not checkpoint.is_file():
+        raise LightsweepError(
+            f"run {run_id} has no {LAST_CHECKPOINT} (looked in {folder or 'nowhere: checkpoints were off'}): "
+            "it stopped before its first epoch ended; start it again without resume="
+        )
+    return ResumePoint(run_id, checkpoint, Path(folder))
+
+
+def _find_run(client, experiment_id: str, resume: str):
+    from mlflow.exceptions import MlflowException
+
+    if resume != LAST:
+        try:
+            return client.get_run(resume)
+        except MlflowException:
+            raise LightsweepError(
+                f"resume={resume}: no such MLflow run in this store; pass a run id from the UI, or resume=last"
+            ) from None
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string="attributes.status != 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=50,
+    )
+    runs = [r for r in runs if r.data.tags.get("lightsweep.role") != "sweep" and CHECKPOINT_DIR_PARAM in r.data.params]
+    if not runs:
+        raise LightsweepError(
+            "resume=last: no interrupted run with checkpoints in this experiment; pass resume=<run id> "
+            "(or experiment_name=...) or start a new run"
+        )
+    return runs[0]
+
+
+def _check_same_settings(run, params: dict[str, str], output_dir: str) -> None:
+    """MLflow params are write-once; a resumed run must be the same experiment, not a new one."""
+    # Paths under this invocation's output folder (and the resume keys) differ by design.
+    volatile = {"resume", "ckpt_path"}
+    changed = [
+        key
+        for key, value in params.items()
+        if key not in volatile and output_dir not in value and run.data.params.get(key, value) != value
+    ]
+    if changed:
+        shown = ", ".join(f"{k}={params[k]} (run has {run.data.params[k]})" for k in changed[:4])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        original = run.data.tags.get("overrides", "")
+        raise LightsweepError(
+            f"cannot resume run {run.info.run_id} with changed settings: {shown}{more}; resume with the run's "
+            f"own overrides ({original or 'none'}) or start a new run without resume="
+        )
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """torch.load with weights_only=True: tensors and plain containers only, never code."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise LightsweepError(f"checkpoint {path} does not exist: pass an existing .ckpt file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise LightsweepError(
+            f"refusing to load {path}: it holds more than weights ({str(err).splitlines()[0][:200]}); "
+            "only load checkpoints you trust, saved by lightsweep or Lightning"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as err:
+        raise LightsweepError(f"cannot read checkpoint {path} ({str(err).splitlines()[0][:200]}): it is truncated or not a checkpoint") from None
+
+
+def check_checkpoint_fits(path: str | Path, model) -> None:
+    """The checkpoint's weights have the model's names and shapes (else: another model's checkpoint)."""
+    state = load_checkpoint(path).get("state_dict")
+    if not isinstance(state, dict):
+        raise LightsweepError(f"{path} is not a Lightning checkpoint (no state_dict): pass a .ckpt written by a run")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+    if expected != found:
+        differences = sorted(set(expected) ^ set(found)) or [k for k in expected if expected[k] != found[k]]
+        raise LightsweepError(
+            f"checkpoint {path} belongs to another model (differs in {', '.join(differences[:3])}): "
+            "resume with the model= and model.* settings it was trained with"
+        )
