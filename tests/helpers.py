@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -17,6 +20,10 @@ import lightsweep.config  # noqa: F401  (registers the resolvers used by conf/)
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 PYTHON = sys.executable
+DEBIAN_COPY = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion_mnist = pytest.mark.skipif(
+    not (DEBIAN_COPY / "train-images-idx3-ubyte.gz").exists(), reason="run `make setup` (dataset-fashion-mnist)"
+)
 
 # A few batches of everything: seconds per run, every code path exercised.
 FAST = [
@@ -77,3 +84,58 @@ def artifact_paths(client, run_id: str, path: str | None = None) -> set[str]:
     for item in client.list_artifacts(run_id, path):
         out |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
     return out
+
+
+QUIET = ["trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
+
+
+def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a CLI run: the store in tmp_path/store, short errors (no HYDRA_FULL_ERROR)."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/store/mlflow.db"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return {**env, **extra}
+
+
+def run_cli(tmp_path: Path, *overrides: str, timeout: int = 300, env: dict | None = None, script: tuple = ("train.py",)):
+    """`python train.py <overrides>` as a user runs it, outputs under tmp_path/outputs."""
+    return subprocess.run(
+        [PYTHON, *script, f"paths.log_dir={tmp_path}/outputs", *overrides],
+        cwd=ROOT, env=env or cli_env(tmp_path), capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def run_sweep(tmp_path: Path, *overrides: str, timeout: int = 600, env: dict | None = None):
+    """`python train.py -m <overrides>` (quiet), store and outputs in tmp_path."""
+    return run_cli(tmp_path, *QUIET, *overrides, timeout=timeout, env=env, script=("train.py", "-m"))
+
+
+def sweep_runs(tmp_path: Path, experiment_name: str = "lightsweep"):
+    """(client, parents, children, all runs) of one experiment of the tmp_path store."""
+    client = store(tmp_path)
+    experiment = client.get_experiment_by_name(experiment_name)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("lightsweep.role") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children, runs
+
+
+def store(tmp_path: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{tmp_path}/store/mlflow.db")
+
+
+def all_runs(client) -> list:
+    """Every run of every experiment in the store (Default included)."""
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids, max_results=10000) if ids else []
+
+
+def assert_short_error(result, *needles: str) -> None:
+    """Failed, with a short stderr (no traceback) that names the problem."""
+    assert result.returncode != 0, result.stdout[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) <= 15, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr

@@ -9,15 +9,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from helpers import write_mnist_like
+from helpers import DEBIAN_COPY, needs_fashion_mnist, write_mnist_like
 from lightsweep.data import IDXImageDataModule, TensorBatches
 from lightsweep.errors import LightsweepError
-
-DEBIAN_COPY = Path("/usr/share/datasets/fashion-mnist")
-needs_fashion_mnist = pytest.mark.skipif(
-    not (DEBIAN_COPY / "train-images-idx3-ubyte.gz").exists(), reason="run `make setup` (dataset-fashion-mnist)"
-)
-
 
 @pytest.fixture(scope="module")
 def fashion_root(tmp_path_factory) -> Path:
@@ -114,7 +108,7 @@ def test_truncated_gzip_copy_is_refused_and_leaves_nothing(make_cfg, tmp_path):
     assert not [p for p in (root / "MNIST" / "raw").iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.skipif(not DEBIAN_COPY.exists(), reason="needs dataset-fashion-mnist")
+@needs_fashion_mnist
 def test_foreign_file_fails_the_checksum(make_cfg, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(DEBIAN_COPY, copy)

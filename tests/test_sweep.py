@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
-from mlflow.tracking import MlflowClient
 
-from helpers import PYTHON, ROOT, artifact_paths
+from helpers import artifact_paths, run_cli, run_sweep, sweep_runs
 
-QUIET = ["trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
 FAST = ["trainer.max_epochs=2", "trainer.limit_train_batches=10", "trainer.limit_val_batches=2",
         "trainer.limit_test_batches=2", "trainer.log_every_n_steps=5"]
-
-
-def run_sweep(tmp_path, *overrides, timeout=600):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/store/mlflow.db"}
-    return subprocess.run(
-        [PYTHON, "train.py", "-m", f"paths.log_dir={tmp_path}/outputs", *QUIET, *overrides],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-    )
-
-
-def sweep_runs(tmp_path, experiment_name="lightsweep"):
-    client = MlflowClient(f"sqlite:///{tmp_path}/store/mlflow.db")
-    experiment = client.get_experiment_by_name(experiment_name)
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("lightsweep.role") == "sweep"]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return client, parents, children, runs
 
 
 def test_optimizer_sweep_lands_as_parent_with_children_and_report(tmp_path):
@@ -149,18 +127,14 @@ def test_optimizer_benchmark_tunes_then_tests(tmp_path):
 
 def test_compare_pipeline_rebuilds_the_latest_report(tmp_path):
     assert run_sweep(tmp_path, "optimizer=sgd,adam", *FAST).returncode == 0
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/store/mlflow.db"}
-    result = subprocess.run(
-        [PYTHON, "pipelines/compare.py", "sweep=latest", "target_acc=0.5", f"paths.log_dir={tmp_path}/outputs"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )
+    compare = ("pipelines/compare.py", "sweep=latest")
+    result = run_cli(tmp_path, "target_acc=0.5", script=compare)
     assert result.returncode == 0, result.stderr[-2000:]
     _, parents, _, _ = sweep_runs(tmp_path)
     folder = tmp_path / "outputs" / "reports" / parents[0].info.run_id
     assert (folder / "report.html").is_file()
     assert "epochs to 0.5" in (folder / "report.md").read_text()
-    bad = subprocess.run([PYTHON, "pipelines/compare.py", "sweep=latest", "experiment_name=nope"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    bad = run_cli(tmp_path, "experiment_name=nope", script=compare)
     assert bad.returncode == 2 and bad.stderr.startswith("error: no MLflow experiment named 'nope'")
 
 

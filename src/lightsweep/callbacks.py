@@ -11,10 +11,17 @@ EPOCH_KEYS = ("train/loss_epoch", "train/acc", "val/loss", "val/acc")
 
 
 class EpochHistory(pl.Callback):
-    """Epoch-level metrics as [(epoch, value)] lists, for plots drawn at the end of the run."""
+    """Epoch-level metrics as [(epoch, value)] lists, for plots drawn at the end of the run.
+
+    Saved in checkpoints, so a resumed run's plots show every epoch. It also closes a gap: Lightning
+    hands an epoch's training metrics to the logger only after the epoch's checkpoint is written, so
+    a crash in between would lose them; a resumed run logs the checkpoint's last epoch again.
+    """
 
     def __init__(self):
         self.history: dict[str, list[tuple[int, float]]] = {key: [] for key in EPOCH_KEYS}
+        self.logged_at_step: dict[int, int] = {}  # epoch -> the step Lightning logs its metrics at
+        self._restored = False
 
     def _record(self, trainer: pl.Trainer, prefix: str) -> None:
         if trainer.sanity_checking:
@@ -22,20 +29,29 @@ class EpochHistory(pl.Callback):
         for key in EPOCH_KEYS:
             if key.startswith(prefix) and key in trainer.callback_metrics:
                 self.history[key].append((trainer.current_epoch, float(trainer.callback_metrics[key])))
+        self.logged_at_step[trainer.current_epoch] = trainer.global_step - 1
 
     def on_validation_epoch_end(self, trainer, pl_module):
         self._record(trainer, "val/")
 
-    # Saved in checkpoints, so a resumed run's plots show every epoch.
+    def on_train_epoch_end(self, trainer, pl_module):
+        self._record(trainer, "train/")
+
     def state_dict(self) -> dict:
-        return {"history": {key: list(points) for key, points in self.history.items()}}
+        return {"history": {key: list(points) for key, points in self.history.items()}, "steps": dict(self.logged_at_step)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         for key, points in state_dict.get("history", {}).items():
             self.history[key] = [(int(e), float(v)) for e, v in points]
+        self.logged_at_step = {int(e): int(step) for e, step in state_dict.get("steps", {}).items()}
+        self._restored = True
 
-    def on_train_epoch_end(self, trainer, pl_module):
-        self._record(trainer, "train/")
+    def on_train_start(self, trainer, pl_module):
+        if not (self._restored and trainer.logger and self.logged_at_step):
+            return
+        epoch = max(self.logged_at_step)
+        metrics = {key: value for key, points in self.history.items() for e, value in points if e == epoch}
+        trainer.logger.log_metrics({**metrics, "epoch": epoch}, step=self.logged_at_step[epoch])
 
     @property
     def diverged_at(self) -> int | None:

@@ -6,6 +6,7 @@ Errors the user can fix (LightsweepError) are printed as one line; the exit code
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 
@@ -40,8 +41,8 @@ def task(cfg: DictConfig):
             print(f"interrupted ({signal_name}): the run is marked KILLED, its checkpoints are kept; {then}", file=sys.stderr)
             raise SystemExit(128 + signal.Signals[signal_name].value) from None
         if not sweeping:
-            if not isinstance(err, LightsweepError):
-                raise  # a bug: keep the traceback
+            if not isinstance(err, LightsweepError) or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise  # a bug, or asked for: keep the traceback
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
         # In a sweep the job is already FAILED in MLflow; returning (not raising) lets the other

@@ -210,7 +210,8 @@ def _instantiate(cfg: DictConfig, key: str, **kwargs):
     try:
         return instantiate(OmegaConf.select(cfg, key), **kwargs)
     except InstantiationException as err:
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        cause = err.__cause__ or err  # e.g. TypeError: unexpected keyword argument 'bogus'
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
         raise LightsweepError(f"cannot build {key} from the config ({reason}): check the {key}.* overrides") from err
 
 
