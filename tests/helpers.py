@@ -86,6 +86,9 @@ def artifact_paths(client, run_id: str, path: str | None = None) -> set[str]:
     return out
 
 
+# Sweep jobs of a few batches (with QUIET, which run_sweep adds).
+SWEEP_FAST = ["trainer.max_epochs=2", "trainer.limit_train_batches=10", "trainer.limit_val_batches=2",
+              "trainer.limit_test_batches=2", "trainer.log_every_n_steps=5"]
 QUIET = ["trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
 
 

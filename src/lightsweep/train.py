@@ -48,7 +48,7 @@ def run_name_for(cfg: DictConfig, choices: dict[str, str], job) -> str:
 
 
 def run_tags(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
-    from lightsweep.tracking.params import git_commit, mask_overrides
+    from lightsweep.tracking.params import git_commit, mask_overrides, mask_secrets
 
     tags = {group: choices[group] for group in ("model", "optimizer", "data", "scheduler", "trainer") if group in choices}
     tags["seed"] = str(cfg.seed)
@@ -58,7 +58,7 @@ def run_tags(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
         tags["mlflow.source.git.commit"] = commit
     if overrides := hydra_overrides():
         tags["overrides"] = mask_overrides(overrides)
-    tags.update({str(k): str(v) for k, v in (cfg.get("tags") or {}).items()})
+    tags.update({str(k): str(mask_secrets(v, str(k))) for k, v in (cfg.get("tags") or {}).items()})
     return tags
 
 

@@ -101,7 +101,15 @@ class MLflowSweepCallback(Callback):
         from lightsweep.tracking.store import open_store, ui_command
 
         client = open_store(context.tracking_uri)
-        summary = self.finish(client, context.parent_run_id, sweep_dir)
+        try:
+            summary = self.finish(client, context.parent_run_id, sweep_dir)
+        except Exception as err:  # Hydra would turn it into a warning and exit 0
+            print(
+                f"error: the sweep report failed ({type(err).__name__}: {err}); the parent run is FAILED, the jobs' "
+                f"runs are kept: rebuild it with `python pipelines/compare.py sweep={context.parent_run_id}`",
+                file=sys.stderr,
+            )
+            raise SystemExit(1) from None
         print(f"Review it: {ui_command(context.tracking_uri)}")
         if summary and summary.n_failed and self.exit_nonzero_on_failure:
             raise SystemExit(1)
