@@ -142,3 +142,51 @@ def assert_short_error(result, *needles: str) -> None:
     assert "Traceback" not in result.stderr, result.stderr
     for needle in needles:
         assert needle in result.stderr, result.stderr
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class MlflowServer:
+    """A real `mlflow server` on loopback over a sqlite store, started and stopped by PID."""
+
+    def __init__(self, store_uri: str, artifacts: Path, port: int | None = None):
+        self.store_uri, self.artifacts = store_uri, artifacts
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 180) -> MlflowServer:
+        import time
+
+        import requests
+
+        log = open(self.artifacts.parent / f"mlflow-server-{self.port}.log", "a")
+        self.process = subprocess.Popen(
+            [str(Path(PYTHON).with_name("mlflow")), "server", "--backend-store-uri", self.store_uri,
+             "--artifacts-destination", str(self.artifacts), "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"mlflow server exited, see {log.name}"
+            try:
+                if requests.get(f"{self.url}/health", timeout=2).ok:
+                    return self
+            except requests.RequestException:
+                time.sleep(0.5)
+        raise TimeoutError(f"mlflow server not up within {timeout} s, see {log.name}")
+
+    def stop(self) -> None:
+        import signal
+
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)  # the server and its uvicorn workers
+            self.process.wait(timeout=30)
+        self.process = None

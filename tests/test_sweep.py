@@ -7,6 +7,7 @@ import pytest
 from helpers import SWEEP_FAST as FAST
 from helpers import artifact_paths, run_cli, run_sweep, sweep_runs
 
+
 def test_optimizer_sweep_lands_as_parent_with_children_and_report(tmp_path):
     result = run_sweep(tmp_path, "model=softmax", "optimizer=sgd,momentum,adam", *FAST)
     assert result.returncode == 0, result.stderr[-3000:]

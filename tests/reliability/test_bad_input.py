@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 
 import pytest
 
-from helpers import DEBIAN_COPY, QUIET, needs_fashion_mnist, all_runs, assert_short_error, cli_env, run_cli, store
+from helpers import (
+    DEBIAN_COPY, QUIET, all_runs, assert_short_error, cli_env, free_port, needs_fashion_mnist, run_cli, store,
+)
 
 
 FAST = ["debug=fast", *QUIET]
@@ -114,12 +115,6 @@ def test_read_only_mlruns_is_refused(tmp_path):
     assert_short_error(result, "cannot write the MLflow store")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.parametrize(
     "uri, needle",
     [
@@ -130,7 +125,7 @@ def _free_port() -> int:
     ids=["server-down", "not-a-uri", "unknown-scheme"],
 )
 def test_bad_tracking_uri_is_refused_before_training(tmp_path, uri, needle):
-    env = cli_env(tmp_path, MLFLOW_TRACKING_URI=uri.format(port=_free_port()))
+    env = cli_env(tmp_path, MLFLOW_TRACKING_URI=uri.format(port=free_port()))
     result = run_cli(tmp_path, *FAST, env=env, timeout=120)
     assert_short_error(result, needle, "MLFLOW_TRACKING_URI")
     assert "Epoch" not in result.stdout
