@@ -18,7 +18,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     # Constraints pin every package exactly (torch==2.14.1, torchvision==0.29.1, ...), so pip never
     # resolves a newer torch.
     .venv/bin/pip install --quiet --disable-pip-version-check \
-        -c requirements/constraints.txt -e ".[dev]" 2> >(grep -v "^WARNING: Location" >&2)
+        -c requirements/constraints.txt -e ".[dev,server]" 2> >(grep -v "^WARNING: Location" >&2)
     echo "$want" > "$stamp"
 fi
 
