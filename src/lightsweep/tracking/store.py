@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from lightsweep.errors import LightsweepError
+from lightsweep.tracking.server import check_server, is_server
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
@@ -63,6 +64,8 @@ def open_store(tracking_uri: str):
     db = sqlite_path(tracking_uri)
     if db is not None:
         _prepare_sqlite(db)
+    if is_server(tracking_uri):
+        check_server(tracking_uri)  # fails in seconds with the fix, instead of minutes of retries
     try:
         client = MlflowClient(tracking_uri)
         client.search_experiments(max_results=1)  # creates/migrates the schema, checks the server
