@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import hydra
 from omegaconf import DictConfig
@@ -15,6 +16,10 @@ from lightsweep.config import project_root
 from lightsweep.errors import LightsweepError
 
 log = logging.getLogger("lightsweep")
+
+# conf/hydra/launcher/submitit_{slurm,local}.yaml replace the plugin's configs by name on purpose (same
+# fields, lightsweep's defaults); Hydra still validates them against the plugin's schema, and warns.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_\w+' is validated against ConfigStore schema")
 
 
 def task(cfg: DictConfig):

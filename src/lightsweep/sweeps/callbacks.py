@@ -50,6 +50,7 @@ class MLflowSweepCallback(Callback):
         context = SweepContext(sweep_id=sweep_dir.name, varying=list(dict.fromkeys(varying)))
         tracking = self._tracking(config)
         if tracking is not None:
+            _warn_if_nodes_cannot_reach(config, str(tracking.tracking_uri))
             self._create_parent(config, tracking, context, grid, searched, sweep_dir)
         context.write(sweep_dir)
 
@@ -124,6 +125,24 @@ class MLflowSweepCallback(Callback):
         client.set_tag(parent_run_id, "lightsweep.failed_jobs", str(sum(c.info.status == "FAILED" for c in children)))
         client.set_terminated(parent_run_id, "FAILED" if all_failed or not children else "FINISHED")
         return report
+
+
+def _warn_if_nodes_cannot_reach(config: DictConfig, tracking_uri: str) -> None:
+    """Jobs on other hosts (a SLURM launcher) need a store they can reach: say so before submitting."""
+    from urllib.parse import urlparse
+
+    launcher = str(config.hydra.launcher.get("_target_", ""))
+    if "SlurmLauncher" not in launcher:
+        return
+    uri = urlparse(tracking_uri)
+    if uri.scheme in ("sqlite", "file", ""):
+        problem = f"a local store ({uri.scheme or 'file'}) is not shared safely between cluster nodes"
+    elif uri.hostname in ("127.0.0.1", "localhost", "::1"):
+        problem = f"{uri.hostname} on a compute node is that node, not this machine's server"
+    else:
+        return
+    print(f"warning: cluster sweep logging to {tracking_uri.split('@')[-1]}: {problem}; use logger=mlflow_server "
+          "with MLFLOW_TRACKING_URI=http://<server host>:<port> (README: Cluster sweeps)", file=sys.stderr)
 
 
 def _fail_if_still_running(client, run_id: str) -> None:
