@@ -7,7 +7,8 @@ whole second sweep, with its own parent run, sweep dir and jobs. With `start_met
 job in any launcher. Spawned workers only hand back the weights and `callback_metrics`; this strategy
 also hands back the callbacks' state (what a checkpoint would carry: the epoch history and test
 confusion matrix used for the plots, the best checkpoint's path and score) and, after `trainer.test`,
-the tested checkpoint's weights. So the code after `fit`/`test` sees what a single process would.
+the tested checkpoint's weights, and the fit loop's epoch/step counters. So the code after
+`fit`/`test` sees what a single process would.
 
 Where a cluster starts one process per device itself (SLURM with `tasks_per_node` = devices,
 torchrun), nothing is spawned: each process runs its rank, as with Lightning's `ddp`.
@@ -25,6 +26,7 @@ from pytorch_lightning.strategies.launchers.subprocess_script import _Subprocess
 from pytorch_lightning.trainer.states import TrainerFn
 
 _STATES = "lightsweep_callback_states"
+_FIT_LOOP = "lightsweep_fit_loop"
 _TESTED = "lightsweep_tested_checkpoint"
 
 
@@ -43,12 +45,16 @@ class SpawnDDPStrategy(DDPStrategy):
 
 
 class _StatefulSpawnLauncher(_MultiProcessingLauncher):
-    """Lightning's spawn launcher, through its documented hooks for extra results from rank 0."""
+    """Lightning's spawn launcher, through its hooks for extra results from rank 0
+    (`get_extra_results` in the worker, `update_main_process_results` in the main process)."""
 
     def get_extra_results(self, trainer) -> dict[str, Any]:
         extra = super().get_extra_results(trainer)
         states = {cb.state_key: cb.state_dict() for cb in trainer.callbacks}
         extra[_STATES] = _to_bytes({k: v for k, v in states.items() if v})
+        if trainer.state.fn == TrainerFn.FITTING:
+            # Epoch and step counters: test metrics are then logged at the step a single process uses.
+            extra[_FIT_LOOP] = _to_bytes(trainer.fit_loop.state_dict())
         if trainer.state.fn == TrainerFn.TESTING and trainer.ckpt_path:
             extra[_TESTED] = str(trainer.ckpt_path)
         return extra
@@ -59,6 +65,8 @@ class _StatefulSpawnLauncher(_MultiProcessingLauncher):
         for callback in trainer.callbacks:
             if callback.state_key in states:
                 callback.load_state_dict(states[callback.state_key])
+        if _FIT_LOOP in extra:
+            trainer.fit_loop.load_state_dict(torch.load(io.BytesIO(extra[_FIT_LOOP]), weights_only=False))
         if tested := extra.get(_TESTED):
             # A single process keeps the tested (best) weights in the module after trainer.test.
             checkpoint = self._strategy.checkpoint_io.load_checkpoint(tested)
