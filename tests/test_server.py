@@ -148,7 +148,9 @@ def test_sweep_lands_on_the_server(server, tmp_path):
         assert {"val/acc", "test/acc", "train/loss"} <= {m["key"] for m in child["data"]["metrics"]}
         history = get_json(server, "metrics/get-history", run_id=run_id, metric_key="val/acc")["metrics"]
         assert len(history) == 2  # one point per epoch, nothing lost over HTTP
-        assert {"config.yaml", "plots/confusion_matrix.png", "checkpoints/last.ckpt"} & list_artifacts(server, run_id)
+        artifacts = list_artifacts(server, run_id)
+        assert {"config.yaml", "plots/confusion_matrix.png", "plots/learning_curves.png"} <= artifacts
+        assert any(p.startswith("checkpoints/") and p.endswith(".ckpt") for p in artifacts)  # the best one
 
     report = list_artifacts(server, parent_id, "report")
     assert {"report/report.md", "report/report.html", "report/summary.csv", "report/learning_curves.png",

@@ -5,7 +5,8 @@
 //
 // spec: {url, experimentId, parentName, childNames: [...], metricRunId, metricRunName, metric,
 //        metricValue (text the metric table must show), out (folder), reportRunId (optional: also
-//        open the parent's report/report.html artifact), prefix (screenshot name prefix)}
+//        open the parent's report/report.html artifact), reportFile (optional: a report.html path to
+//        screenshot whole), prefix (screenshot name prefix)}
 // Credentials for a server with basic auth: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.
 // Prints one JSON object {ok, checks: [{name, ok, detail}], screenshots: [...]}; exit 1 unless ok.
 import { mkdirSync } from 'node:fs';
@@ -112,6 +113,15 @@ try {
     check('report.html renders in the artifact viewer', await visible(frame.locator('table')));
     await page.waitForTimeout(1000);
     await shot(page, 'report_artifact');
+  }
+
+  // 4. Optional: a report.html file on its own, the whole page.
+  if (spec.reportFile) {
+    await page.setViewportSize({ width: 1100, height: 800 });
+    await page.goto(`file://${spec.reportFile}`);
+    check('report.html shows its table and plots', (await visible(page.locator('table')))
+      && await page.evaluate(() => [...document.images].every((img) => img.complete && img.naturalWidth > 0)));
+    await shot(page, 'report_page', { fullPage: true });
   }
 } catch (err) {
   check('browser session', false, err.stack ?? err);
