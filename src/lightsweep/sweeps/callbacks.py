@@ -17,7 +17,9 @@ class MLflowSweepCallback(Callback):
     """Creates the sweep's parent run in `on_multirun_start` and builds its report in `on_multirun_end`.
 
     Jobs find the parent through a small file in the sweep dir and log as its children; they never
-    create the schema, the experiment or a run by name, so parallel jobs cannot race on them.
+    create the schema, the experiment or a run by name, so parallel jobs cannot race on them. Jobs on
+    other hosts (hydra/launcher=submitit_slurm) therefore need the sweep dir on shared storage, and a
+    tracking server they can reach.
     """
 
     def __init__(self, target_acc: float = 0.85, report: bool = True, exit_nonzero_on_failure: bool = True):
@@ -141,7 +143,9 @@ def _warn_if_nodes_cannot_reach(config: DictConfig, tracking_uri: str) -> None:
         problem = f"{uri.hostname} on a compute node is that node, not this machine's server"
     else:
         return
-    print(f"warning: cluster sweep logging to {tracking_uri.split('@')[-1]}: {problem}; use logger=mlflow_server "
+    from lightsweep.tracking.store import describe
+
+    print(f"warning: cluster sweep logging to {describe(tracking_uri)}: {problem}; use logger=mlflow_server "
           "with MLFLOW_TRACKING_URI=http://<server host>:<port> (README: Cluster sweeps)", file=sys.stderr)
 
 
