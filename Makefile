@@ -1,7 +1,7 @@
 # The two commands of the quick start: `make train` and `make test` (each sets up first).
 PY := .venv/bin/python
 
-.PHONY: setup train test test-slow test-all
+.PHONY: setup train test test-slow test-all team-deps server server-stop server-status ui-screenshots
 
 setup:
 	@bash scripts/setup.sh
@@ -18,3 +18,21 @@ test-slow: setup
 	$(PY) -m pytest -m slow; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 test-all: test test-slow
+
+# Team server (README "Team server"): PostgreSQL + `mlflow server` with basic auth on 127.0.0.1.
+# Needs MLFLOW_AUTH_ADMIN_PASSWORD in the environment for `make server`.
+team-deps:
+	@bash scripts/team_deps.sh
+
+server: setup team-deps
+	@bash scripts/mlflow_server.sh start
+
+server-stop:
+	@bash scripts/mlflow_server.sh stop
+
+server-status:
+	@bash scripts/mlflow_server.sh status
+
+# The README's screenshots, from a real sweep on Fashion-MNIST (docs/images/).
+ui-screenshots: setup team-deps
+	$(PY) scripts/ui_screenshots.py

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Idempotent setup: .venv/ at the repo root with the pinned packages, lightsweep installed editable,
-# and Fashion-MNIST (Debian's dataset-fashion-mnist) where apt-get is available.
+# Idempotent setup: .venv/ at the repo root with the pinned packages, lightsweep installed editable
+# (with the [server] extra), Fashion-MNIST (Debian's dataset-fashion-mnist) where apt-get is
+# available, and with CI=true the team features' packages (scripts/team_deps.sh).
 # Re-running is cheap: packages are reinstalled only when the pins or pyproject.toml change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     # Constraints pin every package exactly (torch==2.14.1, torchvision==0.29.1, ...), so pip never
     # resolves a newer torch.
     .venv/bin/pip install --quiet --disable-pip-version-check \
-        -c requirements/constraints.txt -e ".[dev]" 2> >(grep -v "^WARNING: Location" >&2)
+        -c requirements/constraints.txt -e ".[dev,server]" 2> >(grep -v "^WARNING: Location" >&2)
     echo "$want" > "$stamp"
 fi
 
@@ -32,5 +33,10 @@ if [ ! -f "$fmnist" ] && [ ! -f data/FashionMNIST/raw/train-images-idx3-ubyte ];
         echo "setup: Fashion-MNIST not installed and apt-get not usable here; copy the IDX files into" \
              "data/FashionMNIST/raw/ or run with data.download=true when online" >&2
     fi
+fi
+# The team features' system and npm packages (PostgreSQL, Chromium, playwright-core): CI installs
+# them here, before the tests; elsewhere opt in with LIGHTSWEEP_TEAM_DEPS=1 or `make team-deps`.
+if [ "${CI:-}" = true ] || [ "${LIGHTSWEEP_TEAM_DEPS:-0}" = 1 ]; then
+    bash scripts/team_deps.sh
 fi
 echo "setup: ready (.venv/bin/python)"

@@ -21,7 +21,7 @@ def test_groups_have_the_promised_options():
     assert options("optimizer") == ["adagrad", "adam", "adamw", "momentum", "nesterov", "rmsprop", "sgd"]
     assert options("scheduler") == ["cosine", "none", "step"]
     assert set(options("trainer")) >= {"default", "cpu", "gpu", "ddp_cpu"}
-    assert set(options("logger")) == {"mlflow", "none"}
+    assert set(options("logger")) == {"mlflow", "mlflow_server", "none"}
 
 
 @pytest.mark.parametrize("name", options("optimizer"))

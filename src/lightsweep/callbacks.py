@@ -11,17 +11,20 @@ EPOCH_KEYS = ("train/loss_epoch", "train/acc", "val/loss", "val/acc")
 
 
 class EpochHistory(pl.Callback):
-    """Epoch-level metrics as [(epoch, value)] lists, for plots drawn at the end of the run.
+    """Epoch-level metrics as [(epoch, value)] lists, and the test confusion matrix, for the plots.
 
-    Saved in checkpoints, so a resumed run's plots show every epoch. It also closes a gap: Lightning
-    hands an epoch's training metrics to the logger only after the epoch's checkpoint is written, so
-    a crash in between would lose them; a resumed run logs the checkpoint's last epoch again.
+    Its state is a callback state_dict, so it reaches the main process from spawned DDP workers
+    (lightsweep.distributed) and is saved in checkpoints: a resumed run's plots show every epoch.
+    It also closes a gap: Lightning hands an epoch's training metrics to the logger only after the
+    epoch's checkpoint is written, so a crash in between would lose them; a resumed run logs the
+    checkpoint's last epoch again.
     """
 
     def __init__(self):
         self.history: dict[str, list[tuple[int, float]]] = {key: [] for key in EPOCH_KEYS}
         self.logged_at_step: dict[int, int] = {}  # epoch -> the step Lightning logs its metrics at
         self._restored = False
+        self.test_confusion = None  # a (K, K) tensor after trainer.test, gathered over DDP ranks
 
     def _record(self, trainer: pl.Trainer, prefix: str) -> None:
         if trainer.sanity_checking:
@@ -37,13 +40,23 @@ class EpochHistory(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         self._record(trainer, "train/")
 
+    def on_test_epoch_end(self, trainer, pl_module):
+        # Every rank joins the metric's all-gather under DDP; the result is the same on each.
+        if (confusion := getattr(pl_module, "test_confusion", None)) is not None:
+            self.test_confusion = confusion.compute().cpu()
+
     def state_dict(self) -> dict:
-        return {"history": {key: list(points) for key, points in self.history.items()}, "steps": dict(self.logged_at_step)}
+        return {
+            "history": {key: list(points) for key, points in self.history.items()},
+            "steps": dict(self.logged_at_step),
+            "test_confusion": self.test_confusion,
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         for key, points in state_dict.get("history", {}).items():
             self.history[key] = [(int(e), float(v)) for e, v in points]
         self.logged_at_step = {int(e): int(step) for e, step in state_dict.get("steps", {}).items()}
+        self.test_confusion = state_dict.get("test_confusion")
         self._restored = True
 
     def on_train_start(self, trainer, pl_module):

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 
 import hydra
 from omegaconf import DictConfig
@@ -17,6 +18,10 @@ from lightsweep.config import project_root
 from lightsweep.errors import LightsweepError
 
 log = logging.getLogger("lightsweep")
+
+# conf/hydra/launcher/submitit_{slurm,local}.yaml replace the plugin's configs by name on purpose (same
+# fields, lightsweep's defaults); Hydra still validates them against the plugin's schema, and warns.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_\w+' is validated against ConfigStore schema")
 
 
 def task(cfg: DictConfig):

@@ -258,8 +258,8 @@ def _fit_and_report(cfg: DictConfig, client, run_id: str | None, tracking_uri: s
         trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False, weights_only=True)
         metrics.update(_scalars(trainer.callback_metrics))
 
-    # Every rank joins the metric's all-gather under DDP; only rank 0 draws and logs.
-    confusion = model.test_confusion.compute() if tested else None
+    # Gathered over DDP ranks during trainer.test (also from spawned workers); only rank 0 draws and logs.
+    confusion = history.test_confusion if tested else None
     if trainer.is_global_zero:
         artifacts = _draw_plots(cfg, model, datamodule, history, output_dir / "plots", confusion)
         if client is not None:

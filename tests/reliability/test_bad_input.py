@@ -118,7 +118,7 @@ def test_read_only_mlruns_is_refused(tmp_path):
 @pytest.mark.parametrize(
     "uri, needle",
     [
-        ("http://127.0.0.1:{port}", "cannot reach the MLflow server at http://127.0.0.1:"),
+        ("http://127.0.0.1:{port}", "no MLflow server answers at http://127.0.0.1:"),
         ("not a uri", "is not a URI"),
         ("htp://127.0.0.1/x", "cannot open the MLflow store htp://127.0.0.1/x"),
     ],

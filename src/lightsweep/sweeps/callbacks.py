@@ -17,7 +17,9 @@ class MLflowSweepCallback(Callback):
     """Creates the sweep's parent run in `on_multirun_start` and builds its report in `on_multirun_end`.
 
     Jobs find the parent through a small file in the sweep dir and log as its children; they never
-    create the schema, the experiment or a run by name, so parallel jobs cannot race on them.
+    create the schema, the experiment or a run by name, so parallel jobs cannot race on them. Jobs on
+    other hosts (hydra/launcher=submitit_slurm) therefore need the sweep dir on shared storage, and a
+    tracking server they can reach.
     """
 
     def __init__(self, target_acc: float = 0.85, report: bool = True, exit_nonzero_on_failure: bool = True):
@@ -50,6 +52,7 @@ class MLflowSweepCallback(Callback):
         context = SweepContext(sweep_id=sweep_dir.name, varying=list(dict.fromkeys(varying)))
         tracking = self._tracking(config)
         if tracking is not None:
+            _warn_if_nodes_cannot_reach(config, str(tracking.tracking_uri))
             self._create_parent(config, tracking, context, grid, searched, sweep_dir)
         context.write(sweep_dir)
 
@@ -133,6 +136,26 @@ class MLflowSweepCallback(Callback):
         client.set_tag(parent_run_id, "lightsweep.failed_jobs", str(sum(c.info.status == "FAILED" for c in children)))
         client.set_terminated(parent_run_id, "FAILED" if all_failed or not children else "FINISHED")
         return report
+
+
+def _warn_if_nodes_cannot_reach(config: DictConfig, tracking_uri: str) -> None:
+    """Jobs on other hosts (a SLURM launcher) need a store they can reach: say so before submitting."""
+    from urllib.parse import urlparse
+
+    launcher = str(config.hydra.launcher.get("_target_", ""))
+    if "SlurmLauncher" not in launcher:
+        return
+    uri = urlparse(tracking_uri)
+    if uri.scheme in ("sqlite", "file", ""):
+        problem = f"a local store ({uri.scheme or 'file'}) is not shared safely between cluster nodes"
+    elif uri.hostname in ("127.0.0.1", "localhost", "::1"):
+        problem = f"{uri.hostname} on a compute node is that node, not this machine's server"
+    else:
+        return
+    from lightsweep.tracking.store import describe
+
+    print(f"warning: cluster sweep logging to {describe(tracking_uri)}: {problem}; use logger=mlflow_server "
+          "with MLFLOW_TRACKING_URI=http://<server host>:<port> (README: Cluster sweeps)", file=sys.stderr)
 
 
 def _fail_if_still_running(client, run_id: str) -> None:

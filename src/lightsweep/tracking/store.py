@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from lightsweep.errors import LightsweepError
+from lightsweep.tracking.server import check_server, is_server
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
@@ -51,22 +52,6 @@ def artifact_location(tracking_uri: str, experiment_name: str) -> str | None:
     return (db.parent / "artifacts" / slug).as_uri()
 
 
-def _check_reachable(tracking_uri: str) -> None:
-    """One quick request: MLflow's client would retry a dead server for minutes before failing.
-
-    Once a run has started, those retries are what carries it through a short outage.
-    """
-    import requests
-
-    try:
-        requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=10)  # any answer, even 401, is a live server
-    except requests.RequestException as err:
-        raise LightsweepError(
-            f"cannot reach the MLflow server at {describe(tracking_uri)} ({type(err).__name__}): "
-            "start it (make server) or point MLFLOW_TRACKING_URI at a running one"
-        ) from None
-
-
 def open_store(tracking_uri: str):
     """An MlflowClient on a ready store (schema created now, in this one process)."""
     from mlflow.tracking import MlflowClient
@@ -79,8 +64,8 @@ def open_store(tracking_uri: str):
     db = sqlite_path(tracking_uri)
     if db is not None:
         _prepare_sqlite(db)
-    if urlparse(tracking_uri).scheme in ("http", "https"):
-        _check_reachable(tracking_uri)
+    if is_server(tracking_uri):
+        check_server(tracking_uri)  # fails in seconds with the fix, instead of minutes of retries
     try:
         client = MlflowClient(tracking_uri)
         client.search_experiments(max_results=1)  # creates/migrates the schema, checks the server

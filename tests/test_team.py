@@ -1,0 +1,120 @@
+"""Team features, fast checks: multi-device and cluster configs, the server logger, the server
+script's refusals, and one-line errors for a server that is down. The real server, browser and
+DDP runs are in test_server.py, test_ui.py and test_ddp.py (slow tier)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+from hydra.utils import instantiate
+
+from lightsweep.errors import LightsweepError
+from team_helpers import SERVER_SCRIPT, free_port
+
+
+def test_ddp_cpu_builds_a_two_process_spawn_strategy(make_cfg):
+    from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+    from lightsweep.distributed import SpawnDDPStrategy
+
+    cfg = make_cfg("trainer=ddp_cpu")
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    strategy = trainer.strategy
+    assert isinstance(strategy, SpawnDDPStrategy)
+    assert strategy.num_processes == 2 and strategy.process_group_backend == "gloo"
+    assert isinstance(strategy.launcher, _MultiProcessingLauncher) and strategy.launcher._start_method == "spawn"
+
+
+@pytest.mark.parametrize("name, accelerator, devices", [("gpu", "gpu", 1), ("ddp", "gpu", -1), ("cpu", "cpu", 1)])
+def test_device_configs_are_sane(make_cfg, name, accelerator, devices):
+    cfg = make_cfg(f"trainer={name}")
+    assert cfg.trainer.accelerator == accelerator and cfg.trainer.devices == devices
+    if accelerator == "gpu":
+        assert cfg.trainer.precision == "bf16-mixed"
+    if name == "ddp":
+        assert cfg.trainer.strategy._target_ == "lightsweep.distributed.SpawnDDPStrategy"
+        assert cfg.trainer.strategy.process_group_backend == "nccl" and cfg.trainer.sync_batchnorm
+
+
+def test_epoch_history_state_round_trips():
+    import torch
+
+    from lightsweep.callbacks import EpochHistory
+
+    history = EpochHistory()
+    history.history["val/acc"] = [(0, 0.5), (1, float("nan"))]
+    history.test_confusion = torch.eye(3)
+    restored = EpochHistory()
+    restored.load_state_dict(history.state_dict())
+    assert restored.history["val/acc"][0] == (0, 0.5) and torch.equal(restored.test_confusion, torch.eye(3))
+
+
+def test_server_logger_defaults_to_the_local_server_and_env_wins(make_cfg, monkeypatch):
+    cfg = make_cfg("logger=mlflow_server")
+    assert cfg.logger.mlflow.tracking_uri == "http://127.0.0.1:5000"
+    assert cfg.logger.mlflow._target_ == "pytorch_lightning.loggers.MLFlowLogger"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.team.example:5000")
+    assert make_cfg("logger=mlflow_server").logger.mlflow.tracking_uri == "http://mlflow.team.example:5000"
+
+
+def test_slurm_launcher_has_lightsweep_defaults(make_cfg, monkeypatch):
+    monkeypatch.setenv("LIGHTSWEEP_SLURM_PARTITION", "gpu-short")
+    cfg = make_cfg("hydra/launcher=submitit_slurm")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.timeout_min, launcher.cpus_per_task, launcher.mem_gb, launcher.tasks_per_node) == (60, 4, 16, 1)
+    assert launcher.partition == "gpu-short" and launcher.account is None
+    assert launcher.setup == ["export OMP_NUM_THREADS=4"]
+    assert launcher.submitit_folder.endswith("/.submitit/%j")
+    instantiate(launcher)  # the plugin accepts every field
+    local = make_cfg("hydra/launcher=submitit_local").hydra.launcher
+    assert local._target_.endswith("LocalLauncher")
+
+
+@pytest.mark.parametrize("uri, warned", [("sqlite:////tmp/x/mlflow.db", "local store"),
+                                         ("http://127.0.0.1:5000", "compute node"),
+                                         ("http://mlflow.team.example:5000", None)])
+def test_cluster_sweep_warns_about_stores_nodes_cannot_reach(make_cfg, capsys, uri, warned):
+    from lightsweep.sweeps.callbacks import _warn_if_nodes_cannot_reach
+
+    _warn_if_nodes_cannot_reach(make_cfg("hydra/launcher=submitit_slurm"), uri)
+    err = capsys.readouterr().err
+    assert (warned in err) if warned else err == ""
+    _warn_if_nodes_cannot_reach(make_cfg(), uri)  # local launchers: nothing to say
+    assert capsys.readouterr().err == ""
+
+
+def test_a_server_that_is_down_fails_in_seconds_naming_the_fix(monkeypatch):
+    from lightsweep.tracking.store import open_store
+
+    start = time.monotonic()
+    with pytest.raises(LightsweepError, match=r"no MLflow server answers at http://127.0.0.1:\d+ \(connection refused\)"
+                                              r": start it with `make server`"):
+        open_store(f"http://127.0.0.1:{free_port()}")
+    assert time.monotonic() - start < 15  # MLflow's own client would retry for minutes
+
+
+def script(tmp_path, command, **env) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "LIGHTSWEEP_"))}
+    return subprocess.run(["bash", str(SERVER_SCRIPT), command], capture_output=True, text=True, timeout=60,
+                          env={**base, "LIGHTSWEEP_SERVER_DIR": str(tmp_path / "state"), **env})
+
+
+def test_server_script_refuses_to_start_without_an_admin_password(tmp_path):
+    result = script(tmp_path, "start")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "set MLFLOW_AUTH_ADMIN_PASSWORD" in result.stderr
+    result = script(tmp_path, "start", MLFLOW_AUTH_ADMIN_PASSWORD="short")
+    assert result.returncode == 2 and "at least 12 characters" in result.stderr
+    assert not (tmp_path / "state").exists()  # nothing was created
+
+
+def test_server_script_status_and_usage(tmp_path):
+    status = script(tmp_path, "status")
+    assert status.returncode == 3 and status.stdout.count("not running") == 2
+    assert script(tmp_path, "stop").returncode == 0  # stopping nothing is fine
+    usage = script(tmp_path, "bogus")
+    assert usage.returncode == 2 and "usage:" in usage.stderr

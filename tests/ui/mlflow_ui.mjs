@@ -1,0 +1,134 @@
+// Checks a finished sweep in the MLflow UI with Debian's headless Chromium (playwright-core), and
+// saves screenshots. Used by tests/test_ui.py and scripts/ui_screenshots.sh.
+//
+//   node tests/ui/mlflow_ui.mjs '<json spec>'
+//
+// spec: {url, experimentId, parentName, childNames: [...], metricRunId, metricRunName, metric,
+//        metricValue (text the metric table must show), out (folder), reportRunId (optional: also
+//        open the parent's report/report.html artifact), reportFile (optional: a report.html path to
+//        screenshot whole), prefix (screenshot name prefix)}
+// Credentials for a server with basic auth: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.
+// Prints one JSON object {ok, checks: [{name, ok, detail}], screenshots: [...]}; exit 1 unless ok.
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const spec = JSON.parse(process.argv[2]);
+const timeout = spec.timeoutMs ?? 90000;
+const prefix = spec.prefix ?? '';
+const checks = [];
+const screenshots = [];
+mkdirSync(spec.out, { recursive: true });
+
+const check = (name, ok, detail = '') => checks.push({ name, ok: Boolean(ok), detail: String(detail) });
+
+async function shot(page, name, options = {}) {
+  const path = join(spec.out, `${prefix}${name}.png`);
+  await page.screenshot({ path, ...options });
+  screenshots.push(path);
+}
+
+async function visible(locator, ms = timeout) {
+  try {
+    await locator.first().waitFor({ state: 'visible', timeout: ms });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function closeAssistant(page) {
+  // MLflow 3's assistant side panel takes a third of the page; close it when it is there.
+  const close = page.getByRole('button', { name: 'Close', exact: true });
+  if (await close.count()) await close.first().click().catch(() => {});
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  headless: true,
+  // playwright-core gives every launch a fresh, temporary --user-data-dir.
+  args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+         '--disable-component-update', '--disable-sync'],
+});
+let page;
+try {
+  const user = process.env.MLFLOW_TRACKING_USERNAME;
+  const context = await browser.newContext({
+    viewport: { width: spec.width ?? 1440, height: spec.height ?? 900 },
+    httpCredentials: user ? { username: user, password: process.env.MLFLOW_TRACKING_PASSWORD ?? '' } : undefined,
+  });
+  page = await context.newPage();
+
+  // 1. The experiment's runs page: the parent run, its children hidden until it is expanded.
+  await page.goto(`${spec.url}/#/experiments/${spec.experimentId}/runs`);
+  const parent = page.getByText(spec.parentName, { exact: true });
+  check('experiment page lists the parent run', await visible(parent), spec.parentName);
+  await closeAssistant(page);
+  const firstChild = page.getByText(spec.childNames[0], { exact: true });
+  check('children are nested under the parent (hidden while it is collapsed)', !(await visible(firstChild, 3000)));
+  const row = page.locator('.ag-row', { has: parent });
+  await row.locator('button[data-component-id*="runnamecellrenderer"]').first().click();
+  for (const name of spec.childNames) {
+    check(`child run ${name} shows once the parent is expanded`, await visible(page.getByText(name, { exact: true })), name);
+  }
+  if (spec.widenRunNames) {
+    // Full run names in screenshots: drag the Run Name column's edge (AG Grid's resize handle).
+    const box = await page.locator('.ag-header-cell[col-id*="Run Name"]').first().boundingBox();
+    if (box) {
+      const [x, y] = [box.x + box.width - 2, box.y + box.height / 2];
+      await page.mouse.move(x, y);
+      await page.mouse.down();
+      await page.mouse.move(x + spec.widenRunNames, y, { steps: 15 });
+      await page.mouse.up();
+    }
+  }
+  await page.waitForTimeout(500);
+  await shot(page, 'experiment_runs');
+
+  // 2. A child's metric chart page.
+  const q = (value) => encodeURIComponent(JSON.stringify(value));
+  const metricUrl = `${spec.url}/#/metric?runs=${q([spec.metricRunId])}&metric=${q(spec.metric)}`
+    + `&experiments=${q([spec.experimentId])}&plot_metric_keys=${q([spec.metric])}&plot_layout=${q({})}`
+    + `&x_axis=step&y_axis_scale=linear&line_smoothness=1&show_point=true&deselected_curves=${q([])}`
+    + `&last_linear_y_axis_range=${q([])}`;
+  await page.goto(metricUrl);
+  check(`metric page is titled ${spec.metric}`, await visible(page.getByRole('heading', { name: spec.metric })));
+  await closeAssistant(page);
+  const drawn = (await visible(page.locator('.js-plotly-plot'))) && await page.waitForFunction(() =>
+    [...document.querySelectorAll('.js-plotly-plot .trace path')]
+      .some((path) => (path.getAttribute('d') ?? '').length > 2), null, { timeout }).then(() => true, () => false);
+  check('metric chart draws the series', drawn);
+  check('chart legend names the child run', await visible(page.getByText(spec.metricRunName, { exact: true })), spec.metricRunName);
+  if (spec.metricValue) {
+    check('metric table shows the logged value', await visible(page.getByText(spec.metricValue, { exact: false })), spec.metricValue);
+  }
+  await page.waitForTimeout(500);
+  await shot(page, 'metric_chart');
+
+  // 3. Optional: the comparison report, as the parent run's artifact.
+  if (spec.reportRunId) {
+    await page.goto(`${spec.url}/#/experiments/${spec.experimentId}/runs/${spec.reportRunId}/artifacts/report/report.html`);
+    await closeAssistant(page);
+    const frame = page.frameLocator('iframe').first();
+    check('report.html renders in the artifact viewer', await visible(frame.locator('table')));
+    await page.waitForTimeout(1000);
+    await shot(page, 'report_artifact');
+  }
+
+  // 4. Optional: a report.html file on its own, the whole page.
+  if (spec.reportFile) {
+    await page.setViewportSize({ width: 1100, height: 800 });
+    await page.goto(`file://${spec.reportFile}`);
+    check('report.html shows its table and plots', (await visible(page.locator('table')))
+      && await page.evaluate(() => [...document.images].every((img) => img.complete && img.naturalWidth > 0)));
+    await shot(page, 'report_page', { fullPage: true });
+  }
+} catch (err) {
+  check('browser session', false, err.stack ?? err);
+} finally {
+  if (page && checks.some((c) => !c.ok)) await shot(page, 'failure').catch(() => {});
+  await browser.close();
+}
+const ok = checks.length > 0 && checks.every((c) => c.ok);
+console.log(JSON.stringify({ ok, checks, screenshots }));
+process.exit(ok ? 0 : 1);
