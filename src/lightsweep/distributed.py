@@ -61,12 +61,12 @@ class _StatefulSpawnLauncher(_MultiProcessingLauncher):
 
     def update_main_process_results(self, trainer, extra: dict[str, Any]) -> None:
         super().update_main_process_results(trainer, extra)
-        states = torch.load(io.BytesIO(extra[_STATES]), weights_only=False)
+        states = torch.load(io.BytesIO(extra[_STATES]), weights_only=True)
         for callback in trainer.callbacks:
             if callback.state_key in states:
                 callback.load_state_dict(states[callback.state_key])
         if _FIT_LOOP in extra:
-            trainer.fit_loop.load_state_dict(torch.load(io.BytesIO(extra[_FIT_LOOP]), weights_only=False))
+            trainer.fit_loop.load_state_dict(torch.load(io.BytesIO(extra[_FIT_LOOP]), weights_only=True))
         if tested := extra.get(_TESTED):
             # A single process keeps the tested (best) weights in the module after trainer.test.
             checkpoint = self._strategy.checkpoint_io.load_checkpoint(tested)
