@@ -156,7 +156,7 @@ def main() -> None:
 
     def first_step() -> None:
         if first_step_file:
-            Path(first_step_file).write_text(repr(time.time()))
+            Path(first_step_file).write_text(f"{time.time()!r} {time.process_time()!r}")
 
     data = load_data()
     out = args.out or Path(os.environ.get("TMPDIR", "/tmp")) / f"plain-{os.getpid()}.pt"

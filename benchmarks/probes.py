@@ -2,7 +2,7 @@
 
 It only reads the clock: epoch boundaries (each `on_train_epoch_start`, and `on_train_end` after the
 last epoch's validation, checkpointing and logging), the wall-clock time of the first training
-step, written to $BENCH_FIRST_STEP_FILE when that is set (for runs in a subprocess), and the final
+step (and the process's CPU seconds by then), written to $BENCH_FIRST_STEP_FILE when that is set (for runs in a subprocess), and the final
 epoch's metrics (to check that the baseline computes the same thing).
 """
 
@@ -36,7 +36,7 @@ class BenchProbe(pl.Callback):
         if self.first_step is None:
             self.first_step = time.time()
             if path := os.environ.get("BENCH_FIRST_STEP_FILE"):
-                Path(path).write_text(repr(self.first_step))
+                Path(path).write_text(f"{self.first_step!r} {time.process_time()!r}")
 
     def on_train_end(self, trainer, pl_module):
         self._mark()
