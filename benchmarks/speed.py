@@ -167,22 +167,40 @@ def epoch_section(models: list[str], repeats: int, epochs: int, tmp: Path) -> di
 
 
 # --- 2. whole process ---------------------------------------------------------------------------
+def _peak_rss_bytes(pid: int) -> int | None:
+    """The process's peak resident set size so far (VmHWM, reset by exec, unlike ru_maxrss, which a
+    child inherits from the process that forked it)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def timed_process(cmd: list[str], env: dict, log: Path) -> dict:
-    """Wall and CPU seconds, peak RSS (this child's own, from wait4), and the wall and CPU seconds
-    from launch to the first training step."""
+    """Wall and CPU seconds, peak RSS, and the wall and CPU seconds from launch to the first step."""
     first = log.with_suffix(".first")
     first.unlink(missing_ok=True)
     env = {**env, "BENCH_FIRST_STEP_FILE": str(first)}
+    peak = 0
     with open(log, "w") as fh:
         start_wall, start = time.time(), time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
+        while True:  # poll the high-water mark until the process ends (it is gone once reaped)
+            peak = max(peak, _peak_rss_bytes(proc.pid) or 0)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            time.sleep(0.02)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}); see {log}:\n{log.read_text()[-3000:]}")
     first_wall, first_cpu = (float(v) for v in first.read_text().split()) if first.exists() else (float("nan"),) * 2
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_gb": usage.ru_maxrss * 1024 / 1e9,
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_gb": peak / 1e9,
             "first_step": first_wall - start_wall, "first_step_cpu": first_cpu}
 
 
