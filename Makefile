@@ -1,7 +1,7 @@
 # The two commands of the quick start: `make train` and `make test` (each sets up first).
 PY := .venv/bin/python
 
-.PHONY: setup train test test-slow test-all team-deps server server-stop server-status ui-screenshots
+.PHONY: setup train test test-slow test-all bench team-deps server server-stop server-status ui-screenshots
 
 setup:
 	@bash scripts/setup.sh
@@ -36,3 +36,7 @@ server-status:
 # The README's screenshots, from a real sweep on Fashion-MNIST (docs/images/).
 ui-screenshots: setup team-deps
 	$(PY) scripts/ui_screenshots.py
+
+# Speed: lightsweep against a hand-written PyTorch loop, in one run (see README, "Speed").
+bench: setup
+	$(PY) benchmarks/speed.py $(BENCH_ARGS)

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import TQDMProgressBar
 
 EPOCH_KEYS = ("train/loss_epoch", "train/acc", "val/loss", "val/acc")
 
@@ -105,3 +106,19 @@ class InterruptCheckpoint(pl.Callback):
 
     def on_exception(self, trainer, pl_module, exception):
         trainer.save_checkpoint(self.path)
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar, refreshed whenever the batch count passes a multiple of `refresh_rate`.
+
+    A training call covers several batches (see `Classifier.training_step`), so the count moves in
+    jumps and rarely lands exactly on a multiple, which is all the stock bar checks for.
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        bar, n = self.train_progress_bar, batch_idx + 1
+        if bar is None or not self.is_enabled or bar.disable:
+            return
+        if n // self.refresh_rate > bar.n // self.refresh_rate or n == bar.total:
+            bar.n = n
+            bar.set_postfix(self.get_metrics(trainer, pl_module))  # refreshes the bar

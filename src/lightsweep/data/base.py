@@ -27,6 +27,9 @@ class Splits:
     # Sets without an official validation split get one carved from train (val_size).
     val_x: torch.Tensor | None = None
     val_y: torch.Tensor | None = None
+    # Features kept as raw integers (e.g. uint8 pixels) until the split, then divided by this: the
+    # same floats as dividing first, without a float copy of the whole set (4x the bytes).
+    scale: float | None = None
 
 
 class TensorBatches:
@@ -83,7 +86,8 @@ class TensorBatches:
                 yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
             else:
                 idx = order[start : start + self.batch_size]
-                yield self.x[idx], self.y[idx]
+                # The rows x[idx] gives, without advanced indexing's overhead (~4x faster here).
+                yield self.x.index_select(0, idx), self.y.index_select(0, idx)
 
 
 def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,6 +182,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         if self.tensors:
             return
         splits = self.load_splits()
+        scale = splits.scale
         train_x, train_y = self._select_task(splits.train_x, splits.train_y)
         test_x, test_y = self._select_task(splits.test_x, splits.test_y)
         if splits.val_x is not None:
@@ -193,19 +198,26 @@ class InMemoryDataModule(pl.LightningDataModule):
             val_x, val_y = train_x[val_idx], train_y[val_idx]
             train_x, train_y = train_x[train_idx], train_y[train_idx]
 
-        train_x = train_x.reshape(len(train_x), -1).float()
-        self.mean, self.std = train_x.mean().item(), train_x.std().item()
+        del splits  # the selected/split tensors are all that is kept (peak memory)
+
+        def features(x):
+            # A fresh float32 copy (so the in-place steps below never touch the caller's tensors).
+            x = x.reshape(len(x), -1).to(torch.float32, copy=True)
+            return x.div_(scale) if scale else x
+
         device = self._device()
+        train_x = features(train_x)
+        self.mean, self.std = train_x.mean().item(), train_x.std().item()
 
         def prepare(x, y):
-            x = (x.reshape(len(x), -1).float() - self.mean) / self.std
-            return x.contiguous().to(device), y.long().to(device)
+            # (x - mean) / std, in place: the same floats without two more copies.
+            x = x.sub_(self.mean).div_(self.std)
+            return x.to(device), y.long().to(device)
 
-        self.tensors = {
-            "train": prepare(train_x, train_y),
-            "val": prepare(val_x, val_y),
-            "test": prepare(test_x, test_y),
-        }
+        self.tensors = {"train": prepare(train_x, train_y)}
+        del train_x
+        self.tensors["val"] = prepare(features(val_x), val_y)
+        self.tensors["test"] = prepare(features(test_x), test_y)
 
     def _device(self) -> torch.device:
         trainer = self.trainer

@@ -157,5 +157,6 @@ class IDXImageDataModule(InMemoryDataModule):
         self.prepare_data()  # no-op when the files are there; keeps `setup()` self-sufficient
         train_x, train_y = self._read(train=True)
         test_x, test_y = self._read(train=False)
-        # Pixels in [0, 1] (as torchvision's ToTensor), so the statistics read like the usual ones.
-        return Splits(train_x.float() / 255, train_y, test_x.float() / 255, test_y)
+        # Pixels in [0, 1] (as torchvision's ToTensor), so the statistics read like the usual ones;
+        # divided after the split (scale), so the whole uint8 set is never copied as floats.
+        return Splits(train_x, train_y, test_x, test_y, scale=255)
