@@ -55,7 +55,7 @@ def test_epoch_history_state_round_trips():
 def test_server_logger_defaults_to_the_local_server_and_env_wins(make_cfg, monkeypatch):
     cfg = make_cfg("logger=mlflow_server")
     assert cfg.logger.mlflow.tracking_uri == "http://127.0.0.1:5000"
-    assert cfg.logger.mlflow._target_ == "pytorch_lightning.loggers.MLFlowLogger"
+    assert cfg.logger.mlflow._target_ == "lightsweep.tracking.logger.MLFlowLogger"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.team.example:5000")
     assert make_cfg("logger=mlflow_server").logger.mlflow.tracking_uri == "http://mlflow.team.example:5000"
 
