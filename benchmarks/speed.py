@@ -239,15 +239,19 @@ def process_section(repeats: int, epochs: int, tmp: Path, threads: int | None) -
 
 
 # --- 3. parallel sweep --------------------------------------------------------------------------
-def sweep_section(repeats: int, epochs: int, tmp: Path) -> dict:
+def sweep_section(repeats: int, epochs: int, tmp: Path, threads: int | None) -> dict:
     env = bench_env(tmp)
     base = [sys.executable, "train.py", "-m", "model=softmax", f"optimizer={SWEEP_OPTIMIZERS}",
             f"trainer.max_epochs={epochs}", f"paths.log_dir={tmp / 'outputs'}"]
+    # joblib jobs take cores / n_jobs threads each on their own (1 here); sequential jobs get the
+    # benchmark's thread count, so the ratio is the parallelism, not a thread-count effect.
+    sequential = [f"threads={threads}"] if threads else []
     parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
-    print(f"[sweep] 6 softmax jobs x {epochs} epochs: joblib n_jobs=2 vs sequential; {repeats} repeats", flush=True)
+    print(f"[sweep] 6 softmax jobs x {epochs} epochs: joblib n_jobs=2 vs sequential {' '.join(sequential)}; "
+          f"{repeats} repeats", flush=True)
     runs = {"sequential": [], "joblib": []}
     for r in range(repeats):
-        for side, extra in (("sequential", []), ("joblib", parallel)):
+        for side, extra in (("sequential", sequential), ("joblib", parallel)):
             cmd = [*base, *extra, f"hydra.sweep.dir={tmp / f'sweep-{side}-{r}'}"]
             runs[side].append(timed_process(cmd, env, tmp / f"sweep-{side}-{r}.log")["wall"])
         print(f"[sweep] repeat {r + 1}: sequential {runs['sequential'][-1]:.1f}s joblib {runs['joblib'][-1]:.1f}s "
@@ -347,7 +351,7 @@ def main() -> None:
         if "process" in sections:
             results["process"] = process_section(args.process_repeats, args.process_epochs, tmp, args.threads)
         if "sweep" in sections:
-            results["sweep"] = sweep_section(args.sweep_repeats, args.sweep_epochs, tmp)
+            results["sweep"] = sweep_section(args.sweep_repeats, args.sweep_epochs, tmp, args.threads)
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
