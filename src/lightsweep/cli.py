@@ -25,6 +25,7 @@ def task(cfg: DictConfig):
 
     from lightsweep.train import train
 
+    _exit_fast_from_worker()
     objective = cfg.get("optimized_metric")
     try:
         metrics = train(cfg)
@@ -63,6 +64,37 @@ def run() -> None:
     if sys.gettrace() is not None or sys.getprofile() is not None:
         raise SystemExit(code)
     _exit_now(code)
+
+
+def _exit_fast_from_worker() -> None:
+    """In a joblib/loky worker (parallel sweeps): skip the interpreter teardown when it exits.
+
+    The sweep waits for its workers to exit, and each then spends 2-3 s tearing down torch,
+    Lightning and MLflow. Registered before the first job imports them, this atexit handler runs
+    after theirs (atexit is last-in, first-out) and ends the process with its status: the handlers
+    it skips were registered when the worker started (logging's, whose file handlers flush every
+    record; multiprocessing's, which the worker runs itself before exiting).
+    """
+    import multiprocessing
+
+    global _worker_exit_registered
+    if _worker_exit_registered or not multiprocessing.current_process().name.startswith("LokyProcess"):
+        return
+    import atexit
+
+    def exit_now() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(0)
+
+    atexit.register(exit_now)
+    _worker_exit_registered = True
+
+
+_worker_exit_registered = False
 
 
 def _exit_now(code) -> None:
