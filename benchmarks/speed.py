@@ -330,7 +330,7 @@ def main() -> None:
     parser.add_argument("--process-repeats", type=int, default=3)
     parser.add_argument("--process-epochs", type=int, default=20)
     parser.add_argument("--sweep-repeats", type=int, default=2)
-    parser.add_argument("--sweep-epochs", type=int, default=3)
+    parser.add_argument("--sweep-epochs", type=int, default=20, help="epochs per sweep job (20: the default run)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads on both sides of the epoch and process sections; 0: torch's "
                              "default (all cores). Default 1: see the module docstring")
