@@ -101,7 +101,8 @@ def run_lightsweep(model: str, epochs: int, tmp: Path, logger: bool) -> tuple[di
     # The progress bar (default on) and the summary still do their work; their text goes nowhere.
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
         train(cfg)
-    probe = probes.PROBES[-1]
+    probe = probes.PROBES.pop()
+    probes.PROBES.clear()  # a probe holds its run's callbacks (Lightning lends them the module's log) and data
     return steady(probe.epoch_seconds, probe.epoch_cpu_seconds), probe.final_metrics
 
 
@@ -272,7 +273,9 @@ def verdict(value: float, target: float) -> str:
 
 
 def report(results: dict) -> None:
-    lines = ["", "== lightsweep speed benchmark: median [min, max] ==", f"torch threads: {results['threads']}"]
+    load = ", ".join(f"{k} {a:.1f}->{b:.1f}" for k, (a, b) in results.get("load", {}).items())
+    lines = ["", "== lightsweep speed benchmark: median [min, max] ==",
+             f"torch threads: {results['threads']}; {os.cpu_count()} cores; load average (1 min) per section: {load}"]
     if "epoch" in results:
         for clock, title in (("wall", "wall-clock"), ("cpu", "CPU (process time)")):
             lines.append(f"epoch seconds, steady state, {title}:")
@@ -326,7 +329,7 @@ def main() -> None:
     parser.add_argument("--only", default="epoch,process,sweep", help="comma-separated sections to run")
     parser.add_argument("--models", default="softmax,mlp")
     parser.add_argument("--repeats", type=int, default=5, help="repeats of the epoch section")
-    parser.add_argument("--epochs", type=int, default=5, help="epochs per timed run (the first is skipped)")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs per timed run (the first is skipped)")
     parser.add_argument("--process-repeats", type=int, default=3)
     parser.add_argument("--process-epochs", type=int, default=20)
     parser.add_argument("--sweep-repeats", type=int, default=2)
@@ -346,12 +349,16 @@ def main() -> None:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        if "epoch" in sections:
-            results["epoch"] = epoch_section(args.models.split(","), args.repeats, args.epochs, tmp)
-        if "process" in sections:
-            results["process"] = process_section(args.process_repeats, args.process_epochs, tmp, args.threads)
-        if "sweep" in sections:
-            results["sweep"] = sweep_section(args.sweep_repeats, args.sweep_epochs, tmp, args.threads)
+        results["load"] = {}
+        for section, run in (
+            ("epoch", lambda: epoch_section(args.models.split(","), args.repeats, args.epochs, tmp)),
+            ("process", lambda: process_section(args.process_repeats, args.process_epochs, tmp, args.threads)),
+            ("sweep", lambda: sweep_section(args.sweep_repeats, args.sweep_epochs, tmp, args.threads)),
+        ):
+            if section in sections:
+                before = os.getloadavg()[0]
+                results[section] = run()
+                results["load"][section] = (before, os.getloadavg()[0])
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
