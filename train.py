@@ -1,6 +1,6 @@
 """Train a classifier: `python train.py model=softmax` (see README for groups and sweeps)."""
 
-from lightsweep.cli import main
+from lightsweep.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-PROBES: list["BenchProbe"] = []  # every probe created in this process, newest last
+PROBES: list["BenchProbe"] = []  # the probes of the runs not yet read (speed.py empties it)
 
 
 class BenchProbe(pl.Callback):

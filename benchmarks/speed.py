@@ -101,7 +101,8 @@ def run_lightsweep(model: str, epochs: int, tmp: Path, logger: bool) -> tuple[di
     # The progress bar (default on) and the summary still do their work; their text goes nowhere.
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
         train(cfg)
-    probe = probes.PROBES[-1]
+    probe = probes.PROBES.pop()
+    probes.PROBES.clear()  # a probe holds its run's callbacks (Lightning lends them the module's log) and data
     return steady(probe.epoch_seconds, probe.epoch_cpu_seconds), probe.final_metrics
 
 
@@ -239,15 +240,19 @@ def process_section(repeats: int, epochs: int, tmp: Path, threads: int | None) -
 
 
 # --- 3. parallel sweep --------------------------------------------------------------------------
-def sweep_section(repeats: int, epochs: int, tmp: Path) -> dict:
+def sweep_section(repeats: int, epochs: int, tmp: Path, threads: int | None) -> dict:
     env = bench_env(tmp)
     base = [sys.executable, "train.py", "-m", "model=softmax", f"optimizer={SWEEP_OPTIMIZERS}",
             f"trainer.max_epochs={epochs}", f"paths.log_dir={tmp / 'outputs'}"]
+    # joblib jobs take cores / n_jobs threads each on their own (1 here); sequential jobs get the
+    # benchmark's thread count, so the ratio is the parallelism, not a thread-count effect.
+    sequential = [f"threads={threads}"] if threads else []
     parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
-    print(f"[sweep] 6 softmax jobs x {epochs} epochs: joblib n_jobs=2 vs sequential; {repeats} repeats", flush=True)
+    print(f"[sweep] 6 softmax jobs x {epochs} epochs: joblib n_jobs=2 vs sequential {' '.join(sequential)}; "
+          f"{repeats} repeats", flush=True)
     runs = {"sequential": [], "joblib": []}
     for r in range(repeats):
-        for side, extra in (("sequential", []), ("joblib", parallel)):
+        for side, extra in (("sequential", sequential), ("joblib", parallel)):
             cmd = [*base, *extra, f"hydra.sweep.dir={tmp / f'sweep-{side}-{r}'}"]
             runs[side].append(timed_process(cmd, env, tmp / f"sweep-{side}-{r}.log")["wall"])
         print(f"[sweep] repeat {r + 1}: sequential {runs['sequential'][-1]:.1f}s joblib {runs['joblib'][-1]:.1f}s "
@@ -268,7 +273,9 @@ def verdict(value: float, target: float) -> str:
 
 
 def report(results: dict) -> None:
-    lines = ["", "== lightsweep speed benchmark: median [min, max] ==", f"torch threads: {results['threads']}"]
+    load = ", ".join(f"{k} {a:.1f}->{b:.1f}" for k, (a, b) in results.get("load", {}).items())
+    lines = ["", "== lightsweep speed benchmark: median [min, max] ==",
+             f"torch threads: {results['threads']}; {os.cpu_count()} cores; load average (1 min) per section: {load}"]
     if "epoch" in results:
         for clock, title in (("wall", "wall-clock"), ("cpu", "CPU (process time)")):
             lines.append(f"epoch seconds, steady state, {title}:")
@@ -322,11 +329,11 @@ def main() -> None:
     parser.add_argument("--only", default="epoch,process,sweep", help="comma-separated sections to run")
     parser.add_argument("--models", default="softmax,mlp")
     parser.add_argument("--repeats", type=int, default=5, help="repeats of the epoch section")
-    parser.add_argument("--epochs", type=int, default=5, help="epochs per timed run (the first is skipped)")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs per timed run (the first is skipped)")
     parser.add_argument("--process-repeats", type=int, default=3)
     parser.add_argument("--process-epochs", type=int, default=20)
     parser.add_argument("--sweep-repeats", type=int, default=2)
-    parser.add_argument("--sweep-epochs", type=int, default=3)
+    parser.add_argument("--sweep-epochs", type=int, default=20, help="epochs per sweep job (20: the default run)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads on both sides of the epoch and process sections; 0: torch's "
                              "default (all cores). Default 1: see the module docstring")
@@ -342,12 +349,16 @@ def main() -> None:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        if "epoch" in sections:
-            results["epoch"] = epoch_section(args.models.split(","), args.repeats, args.epochs, tmp)
-        if "process" in sections:
-            results["process"] = process_section(args.process_repeats, args.process_epochs, tmp, args.threads)
-        if "sweep" in sections:
-            results["sweep"] = sweep_section(args.sweep_repeats, args.sweep_epochs, tmp)
+        results["load"] = {}
+        for section, run in (
+            ("epoch", lambda: epoch_section(args.models.split(","), args.repeats, args.epochs, tmp)),
+            ("process", lambda: process_section(args.process_repeats, args.process_epochs, tmp, args.threads)),
+            ("sweep", lambda: sweep_section(args.sweep_repeats, args.sweep_epochs, tmp, args.threads)),
+        ):
+            if section in sections:
+                before = os.getloadavg()[0]
+                results[section] = run()
+                results["load"][section] = (before, os.getloadavg()[0])
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
