@@ -8,6 +8,8 @@ in benchmarks/speed.py, not here.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -17,7 +19,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 
-from helpers import compose_config, tracking_uri
+from helpers import SWEEP_FAST, compose_config, run_sweep, sweep_runs, tracking_uri
 from lightsweep.callbacks import ProgressBar
 from lightsweep.models.base import Classifier
 from lightsweep.train import train
@@ -187,3 +189,50 @@ def test_progress_bar_refreshes_when_a_call_passes_a_multiple_of_the_refresh_rat
     for n in (20, 70, 120, 130, 170, 220, 270, 320, 370, 420, 430):  # calls ending at log steps
         bar.on_train_batch_end(None, None, None, None, n - 1)
     assert fake.shown == [70, 120, 170, 220, 270, 320, 370, 420, 430]
+
+
+WORKER_PROBE = """
+import sys
+from joblib import Parallel, delayed
+from omegaconf import OmegaConf
+from lightsweep.sweeps.callbacks import start_parallel_workers
+
+def job_start():
+    import multiprocessing, sys
+    return [m for m in ("torch", "pytorch_lightning", "mlflow", "matplotlib.pyplot") if m in sys.modules], \\
+        multiprocessing.current_process().name
+
+launcher = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2}
+start_parallel_workers(OmegaConf.create({"hydra": {"launcher": launcher}}))
+print("parent:", [m for m in ("torch", "pytorch_lightning") if m in sys.modules])
+for imported, name in Parallel(n_jobs=2, backend="loky")(delayed(job_start)() for _ in range(2)):
+    print("job:", name, imported)
+"""
+
+
+def test_parallel_sweep_workers_start_with_a_jobs_modules_imported_once():
+    """Under hydra/launcher=joblib, workers fork from a server that imported torch, Lightning, MLflow
+    and pyplot; the sweep's own process imports none of the training side."""
+    result = subprocess.run([sys.executable, "-c", WORKER_PROBE], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert "parent: []" in lines
+    jobs = [line for line in lines if line.startswith("job:")]
+    assert len(jobs) == 2
+    for line in jobs:
+        assert line.startswith("job: ForkServerProcess"), line
+        assert line.endswith("['torch', 'pytorch_lightning', 'mlflow', 'matplotlib.pyplot']"), line
+
+
+def test_parallel_sweep_jobs_log_lightning_to_their_log_file(tmp_path):
+    """Imported by the fork server before any logging is set up, Lightning would keep its lines out
+    of the job's log file; each job of a joblib sweep logs them as a sequential job does."""
+    result = run_sweep(tmp_path, "optimizer=sgd,adam", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                       *SWEEP_FAST, "hydra.sweep.dir=" + str(tmp_path / "sweep"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, parents, children, _ = sweep_runs(tmp_path)
+    assert len(parents) == 1 and sorted(c.info.status for c in children) == ["FINISHED", "FINISHED"]
+    logs = sorted((tmp_path / "sweep").glob("*/cli.log"))
+    assert len(logs) == 2
+    for log in logs:
+        assert "[pytorch_lightning" in log.read_text(), log

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from pathlib import Path
@@ -60,6 +61,35 @@ def run_tags(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
         tags["overrides"] = mask_overrides(overrides)
     tags.update({str(k): str(mask_secrets(v, str(k))) for k, v in (cfg.get("tags") or {}).items()})
     return tags
+
+
+def import_job_modules() -> None:
+    """Import what `train` imports lazily: torch, Lightning, MLflow's client and store, pyplot.
+
+    The fork server of parallel sweeps' workers calls it (sweeps/worker_preload.py)."""
+    # Lightning gives its logger a handler of its own, and stops it propagating, when it is imported
+    # before logging is set up; a job sets up logging first, and its log file gets Lightning's lines.
+    root = logging.getLogger()
+    placeholder = logging.NullHandler()
+    if not root.handlers:
+        root.addHandler(placeholder)
+    try:
+        import pytorch_lightning  # noqa: F401  (torch, torchmetrics, torchvision)
+    finally:
+        root.removeHandler(placeholder)
+
+    import lightsweep.callbacks  # noqa: F401
+    import lightsweep.cli  # noqa: F401  (the task function the jobs arrive with)
+    import lightsweep.data.base  # noqa: F401
+    import lightsweep.models.base  # noqa: F401
+    from lightsweep.plots import pyplot
+
+    pyplot()
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (sqlite and PostgreSQL stores)
+    import mlflow.tracking  # noqa: F401
+
+    import lightsweep.tracking.logger  # noqa: F401
+    import lightsweep.tracking.run  # noqa: F401
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -245,18 +275,19 @@ def _fit_and_report(cfg: DictConfig, client, run_id: str | None, tracking_uri: s
 
         check_checkpoint_fits(ckpt_path, model)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path or None, weights_only=True)
-    if trainer.interrupted:
-        raise KeyboardInterrupt  # Lightning swallowed Ctrl-C; the run must end KILLED, not FINISHED
+    with _runtime_cuda_check_on_cpu(trainer):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path or None, weights_only=True)
+        if trainer.interrupted:
+            raise KeyboardInterrupt  # Lightning swallowed Ctrl-C; the run must end KILLED, not FINISHED
 
-    checkpoint = trainer.checkpoint_callback
-    best_path = checkpoint.best_model_path if checkpoint is not None else ""
-    diverged = history.diverged_at is not None
-    tested = cfg.get("test", True) and not diverged
-    metrics = _scalars(trainer.callback_metrics)  # fit's last values; test replaces callback_metrics
-    if tested:
-        trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False, weights_only=True)
-        metrics.update(_scalars(trainer.callback_metrics))
+        checkpoint = trainer.checkpoint_callback
+        best_path = checkpoint.best_model_path if checkpoint is not None else ""
+        diverged = history.diverged_at is not None
+        tested = cfg.get("test", True) and not diverged
+        metrics = _scalars(trainer.callback_metrics)  # fit's last values; test replaces callback_metrics
+        if tested:
+            trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False, weights_only=True)
+            metrics.update(_scalars(trainer.callback_metrics))
 
     # Gathered over DDP ranks during trainer.test (also from spawned workers); only rank 0 draws and logs.
     confusion = history.test_confusion if tested else None
@@ -279,6 +310,31 @@ def _fit_and_report(cfg: DictConfig, client, run_id: str | None, tracking_uri: s
     if trainer.is_global_zero:
         _print_summary(metrics, run_id, tracking_uri, output_dir)
     return metrics
+
+
+@contextlib.contextmanager
+def _runtime_cuda_check_on_cpu(trainer):
+    """On a CPU trainer, let `torch.cuda.is_available()` use torch's cached runtime answer.
+
+    Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 when imported (its device checks must not
+    initialise CUDA before a fork). torch then loads libnvidia-ml with ctypes at every such call
+    until CUDA is initialised, which a CPU run never does; and Adam's `step()` asks at every step:
+    ~0.1 ms, a quarter of a softmax step here. A CPU run forks nothing that uses CUDA (DDP workers
+    are spawned), so the runtime check is safe while it trains.
+    """
+    import os
+
+    from pytorch_lightning.accelerators import CPUAccelerator
+
+    variable = "PYTORCH_NVML_BASED_CUDA_CHECK"
+    saved = os.environ.get(variable)
+    if isinstance(trainer.accelerator, CPUAccelerator):
+        os.environ.pop(variable, None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ[variable] = saved
 
 
 def _with_checkpoint_dir(cfg: DictConfig, folder: str) -> DictConfig:

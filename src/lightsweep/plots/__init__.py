@@ -1,11 +1,15 @@
-"""Figures for one run. matplotlib is imported only when a figure is drawn (start-up time)."""
+"""Figures for one run. matplotlib is imported only when a figure is drawn (start-up time), and torch
+only by the figures that take tensors: the sweep report draws in a process that never trains.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def pyplot():
@@ -88,15 +92,17 @@ def weight_templates(weight: torch.Tensor, image_shape, class_names: list[str], 
     return save_figure(fig, path)
 
 
-@torch.no_grad()
 def decision_boundary(predict_proba, x: torch.Tensor, y: torch.Tensor, class_names, path: Path) -> Path:
     """Predicted probability of class 1 over the plane, with the test points on top."""
+    import torch
+
     plt = pyplot()
     x, y = x.cpu(), y.cpu()
     lo, hi = x.min(dim=0).values - 0.5, x.max(dim=0).values + 0.5
     g0, g1 = torch.meshgrid(torch.linspace(lo[0], hi[0], 200), torch.linspace(lo[1], hi[1], 200), indexing="xy")
     grid = torch.stack([g0.flatten(), g1.flatten()], dim=1)
-    proba = predict_proba(grid).reshape(g0.shape)
+    with torch.no_grad():
+        proba = predict_proba(grid).reshape(g0.shape)
     fig, ax = plt.subplots(figsize=(5.5, 5))
     contour = ax.contourf(g0, g1, proba, levels=20, cmap="RdBu_r", alpha=0.8, vmin=0, vmax=1)
     ax.contour(g0, g1, proba, levels=[0.5], colors="k", linewidths=1.5)
