@@ -119,6 +119,30 @@ def test_foreign_file_fails_the_checksum(make_cfg, tmp_path):
         dm.prepare_data()
 
 
+@needs_fashion_mnist
+def test_raw_files_are_rehashed_only_when_they_change(tmp_path, monkeypatch):
+    """A file that passed keeps passing without a re-hash while its size, mtime and inode stay; a
+    same-size rewrite is hashed again and refused."""
+    from lightsweep.data import idx
+
+    dm = IDXImageDataModule(root=tmp_path / "data", local_copies=[DEBIAN_COPY], class_names=list("0123456789"))
+    dm.prepare_data()  # decompresses and checks the Debian copy
+    hashed = []
+    real_md5 = idx._md5
+    monkeypatch.setattr(idx, "_md5", lambda path: hashed.append(path.name) or real_md5(path))
+    dm.prepare_data()
+    assert len(hashed) == 4  # first check of files already in raw/
+    dm.prepare_data()
+    assert len(hashed) == 4  # unchanged: the stamps answer
+    images = dm.raw_dir / "t10k-images-idx3-ubyte"
+    content = bytearray(images.read_bytes())
+    content[5000:5100] = bytes(100)  # same size, other pixels
+    images.write_bytes(bytes(content))
+    with pytest.raises(LightsweepError, match="t10k-images-idx3-ubyte is corrupt"):
+        dm.prepare_data()
+    assert hashed[4:] == ["t10k-images-idx3-ubyte"]
+
+
 def test_digits_and_xor_need_nothing_installed(make_cfg):
     digits = instantiate(make_cfg("data=digits").data)
     digits.setup("fit")

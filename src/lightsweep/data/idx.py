@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -123,13 +124,29 @@ class IDXImageDataModule(InMemoryDataModule):
         )
 
     def _verify_raw(self) -> None:
-        """Files already in `raw/` may have been damaged since: check the content checksums (~0.1 s)."""
+        """Files already in `raw/` may have been damaged since: check the content checksums (~0.1 s),
+        unless a file is unchanged (size, modification time, inode) since it last passed."""
+        stamp_path = self.raw_dir / ".verified.json"
+        try:
+            stamps = json.loads(stamp_path.read_text())
+        except (OSError, ValueError):
+            stamps = {}
+        fresh = {}
         for name, expected in KNOWN_MD5[self.dataset].items():
-            if _md5(self.raw_dir / name) != expected:
+            path = self.raw_dir / name
+            info = path.stat()
+            stamp = [info.st_size, info.st_mtime_ns, info.st_ino, expected]
+            if stamps.get(name) != stamp and _md5(path) != expected:
                 raise LightsweepError(
-                    f"{self.raw_dir / name} is corrupt (checksum mismatch): delete {self.raw_dir} and rerun; "
+                    f"{path} is corrupt (checksum mismatch): delete {self.raw_dir} and rerun; "
                     "it is re-created from the local copy"
                 )
+            fresh[name] = stamp
+        if fresh != stamps:
+            fd, tmp_name = tempfile.mkstemp(dir=self.raw_dir, prefix=".verified.")
+            with os.fdopen(fd, "w") as fh:
+                json.dump(fresh, fh)
+            os.replace(tmp_name, stamp_path)  # parallel jobs may race here; each writes the same thing
 
     def _read(self, train: bool):
         from torchvision import datasets

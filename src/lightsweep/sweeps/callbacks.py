@@ -33,7 +33,7 @@ class MLflowSweepCallback(Callback):
         return logger.get("mlflow")
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        start_parallel_workers(config)  # first: the workers' imports run while the parent run is made
+        parallel = start_parallel_workers(config)  # first: their imports run while the parent run is made
         # Hydra turns a callback's exception into a warning; without a parent run the jobs would
         # scatter as unrelated runs, so stop the sweep here with one clear line instead.
         try:
@@ -41,6 +41,12 @@ class MLflowSweepCallback(Callback):
         except Exception as err:
             print(f"error: cannot start the sweep's MLflow parent run: {err}", file=sys.stderr)
             raise SystemExit(2) from None
+        if parallel and self.report:
+            # This process has a core to spare until the fork server is ready, and the report it
+            # draws after the last job would import pyplot then.
+            from lightsweep.plots import pyplot
+
+            pyplot()
 
     def _start(self, config: DictConfig) -> None:
         from lightsweep.sweeps.context import SweepContext, swept_keys
@@ -159,7 +165,7 @@ def _warn_if_nodes_cannot_reach(config: DictConfig, tracking_uri: str) -> None:
           "with MLFLOW_TRACKING_URI=http://<server host>:<port> (README: Cluster sweeps)", file=sys.stderr)
 
 
-def start_parallel_workers(config: DictConfig) -> None:
+def start_parallel_workers(config: DictConfig) -> bool:
     """Under `hydra/launcher=joblib`, have its workers start from a fork server that imports a job's
     modules once, beginning now.
 
@@ -167,10 +173,11 @@ def start_parallel_workers(config: DictConfig) -> None:
     job, and every worker pays it at the same time. Forked from a server that imported them, a
     worker starts in milliseconds, and the one import runs beside the sweep's own start-up (MLflow,
     the parent run) instead of after it. The server runs no tensor code, so forking it is safe.
+    Returns whether the jobs run in worker processes.
     """
     launcher = config.hydra.get("launcher") or {}
     if not str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
-        return
+        return False
     import multiprocessing
     from multiprocessing import forkserver
 
@@ -178,11 +185,12 @@ def start_parallel_workers(config: DictConfig) -> None:
     from joblib.externals.loky.backend.context import set_start_method
 
     if effective_n_jobs(launcher.get("n_jobs", -1)) == 1:
-        return  # joblib runs the jobs in this process
+        return False  # joblib runs the jobs in this process
 
     multiprocessing.set_forkserver_preload(["lightsweep.sweeps.worker_preload"])
     set_start_method("forkserver", force=True)
     forkserver.ensure_running()
+    return True
 
 
 def _fail_if_still_running(client, run_id: str) -> None:
