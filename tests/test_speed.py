@@ -8,6 +8,7 @@ in benchmarks/speed.py, not here.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -189,6 +190,25 @@ def test_progress_bar_refreshes_when_a_call_passes_a_multiple_of_the_refresh_rat
     for n in (20, 70, 120, 130, 170, 220, 270, 320, 370, 420, 430):  # calls ending at log steps
         bar.on_train_batch_end(None, None, None, None, n - 1)
     assert fake.shown == [70, 120, 170, 220, 270, 320, 370, 420, 430]
+
+
+class CudaCheckProbe(pl.Callback):
+    seen: list = []  # PYTORCH_NVML_BASED_CUDA_CHECK at each training call
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        CudaCheckProbe.seen.append(os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK"))
+
+
+def test_cpu_training_asks_torch_not_nvml_whether_there_is_a_gpu(make_cfg):
+    """Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 when imported; with it, Adam's every step loads
+    libnvidia-ml (~0.1 ms, a quarter of a softmax step on CPU). A CPU run lifts it while it trains
+    and tests, and puts it back."""
+    assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1"  # Lightning is imported
+    CudaCheckProbe.seen.clear()
+    metrics = train(make_cfg("logger=none", "optimizer=adam", "+callbacks.cuda_check._target_=test_speed.CudaCheckProbe"))
+    assert metrics["test/acc"] > 0.3
+    assert CudaCheckProbe.seen and set(CudaCheckProbe.seen) == {None}
+    assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1"
 
 
 WORKER_PROBE = """
