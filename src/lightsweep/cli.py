@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from lightsweep.config import project_root
 from lightsweep.errors import LightsweepError
+from lightsweep.startup import pause_gc
 
 log = logging.getLogger("lightsweep")
 
@@ -71,7 +72,9 @@ def run() -> None:
     non-daemon threads finish, atexit handlers run (logging, joblib/loky, MLflow), stdio is
     flushed. Exceptions other than SystemExit (a bug's traceback, Ctrl-C) exit the usual way, and
     so does everything under a profiler, debugger or coverage tool (they report at the very end).
+    The garbage collector is paused until the libraries are imported (lightsweep.startup).
     """
+    pause_gc()
     try:
         main()
         code = 0

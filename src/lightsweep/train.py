@@ -261,6 +261,9 @@ def _limit_threads(threads: int | None) -> None:
 
 
 def _fit_and_report(cfg: DictConfig, client, run_id: str | None, tracking_uri: str | None = None, resume=None) -> dict[str, float]:
+    from lightsweep.startup import resume_gc
+
+    resume_gc()  # the libraries are in; what this run builds from here must stay collectable
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = cfg.get("ckpt_path")
     if resume is not None:

@@ -10,6 +10,8 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from lightsweep.startup import resume_gc
+
 log = logging.getLogger(__name__)
 
 
@@ -41,12 +43,14 @@ class MLflowSweepCallback(Callback):
         except Exception as err:
             print(f"error: cannot start the sweep's MLflow parent run: {err}", file=sys.stderr)
             raise SystemExit(2) from None
-        if parallel and self.report:
-            # This process has a core to spare until the fork server is ready, and the report it
-            # draws after the last job would import pyplot then.
-            from lightsweep.plots import pyplot
+        if parallel:
+            if self.report:
+                # This process has a core to spare until the fork server is ready, and the report
+                # it draws after the last job would import pyplot then.
+                from lightsweep.plots import pyplot
 
-            pyplot()
+                pyplot()
+            resume_gc()  # the jobs run elsewhere: this process's start-up is over
 
     def _start(self, config: DictConfig) -> None:
         from lightsweep.sweeps.context import SweepContext, swept_keys
@@ -103,6 +107,8 @@ class MLflowSweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from lightsweep.sweeps.context import SweepContext
+
+        resume_gc()  # (no-op unless no job ran in this process)
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         context = SweepContext.read(sweep_dir)
