@@ -102,11 +102,7 @@ def _exit_fast_from_worker() -> None:
     import atexit
 
     def exit_now() -> None:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
+        _flush_stdio()
         os._exit(0)
 
     atexit.register(exit_now)
@@ -128,12 +124,16 @@ def _exit_now(code) -> None:
     # threads, then the atexit handlers.
     threading._shutdown()
     atexit._run_exitfuncs()
+    _flush_stdio()
+    os._exit(0 if code is None else int(code))
+
+
+def _flush_stdio() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):
+        except (OSError, ValueError):  # closed or gone: nothing left to flush
             pass
-    os._exit(0 if code is None else int(code))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ warnings.filterwarnings("ignore", message="Found `dataloader_iter` argument in t
 warnings.filterwarnings("ignore", message="You are using the `dataloader_iter` step flavor")
 
 
-
 class WeightedMean(Metric):
     """The sample-weighted mean of per-batch losses, accumulated exactly as `self.log(loss,
     on_epoch=True)` does (value * batch size, added one batch after another), so the result is the
