@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -20,9 +21,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 
-from helpers import SWEEP_FAST, compose_config, run_sweep, sweep_runs, tracking_uri
+from helpers import ROOT, SWEEP_FAST, cli_env, compose_config, run_sweep, sweep_runs, tracking_uri
 from lightsweep.callbacks import ProgressBar
 from lightsweep.models.base import Classifier
+from lightsweep.sweeps.workers import parallel_sweep_requested
 from lightsweep.train import train
 
 # Misaligned on purpose: 23 batches per epoch, a log every 5 steps, so calls end at log steps, at
@@ -215,7 +217,7 @@ WORKER_PROBE = """
 import sys
 from joblib import Parallel, delayed
 from omegaconf import OmegaConf
-from lightsweep.sweeps.callbacks import start_parallel_workers
+from lightsweep.sweeps.workers import start_parallel_workers
 
 def job_start():
     import multiprocessing, sys
@@ -242,6 +244,52 @@ def test_parallel_sweep_workers_start_with_a_jobs_modules_imported_once():
     for line in jobs:
         assert line.startswith("job: ForkServerProcess"), line
         assert line.endswith("['torch', 'pytorch_lightning', 'mlflow', 'matplotlib.pyplot']"), line
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["-m", "optimizer=sgd,adam", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], True),
+    (["--multirun", "hydra.launcher.n_jobs=3", "optimizer=sgd,adam", "hydra/launcher=joblib"], True),
+    (["optimizer=adam", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], False),  # not a multirun
+    (["-m", "optimizer=sgd,adam", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1"], False),  # jobs in-process
+    (["-m", "optimizer=sgd,adam", "hydra.launcher.n_jobs=2"], False),  # Hydra's basic launcher
+    (["-m", "optimizer=sgd,adam", "hydra/launcher=submitit_local"], False),
+    (["-m", "optimizer=sgd,adam", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "--cfg", "job"], False),
+    (["-m", "optimizer=[sgd", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], False),  # Hydra reports it
+], ids=["joblib", "long-flag", "single-run", "n_jobs=1", "basic", "submitit", "print-config", "bad-override"])
+def test_worker_server_starts_early_only_for_a_parallel_joblib_sweep(argv, expected):
+    """The CLI starts the workers' fork server from the command line, before Hydra composes, when
+    it asks for a joblib sweep with several jobs at a time; the composed config still decides."""
+    assert parallel_sweep_requested(argv) is expected
+
+
+def test_a_parallel_sweep_that_cannot_start_leaves_no_worker_server(tmp_path):
+    """The fork server starts before Hydra reads the config, so a bad override is found while it
+    still imports: the CLI ends it on exit instead of leaving it to finish its imports."""
+    argv = ["-m", "optimizer=sgd,no_such_optimizer", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    assert parallel_sweep_requested(argv)
+    marker = f"lightsweep-test-{os.getpid()}-{tmp_path.name}"
+    with open(tmp_path / "out.txt", "w") as out:  # not a pipe: the server would hold it open
+        code = subprocess.run([sys.executable, "train.py", *argv, f"paths.log_dir={tmp_path}/outputs"],
+                              cwd=ROOT, env=cli_env(tmp_path, LIGHTSWEEP_TEST_MARKER=marker),
+                              stdout=out, stderr=subprocess.STDOUT, timeout=300).returncode
+    assert code != 0
+    assert "no_such_optimizer" in (tmp_path / "out.txt").read_text()
+    assert _fork_servers_with_env(f"LIGHTSWEEP_TEST_MARKER={marker}") == []
+
+
+def _fork_servers_with_env(entry: str) -> list[str]:
+    """Live multiprocessing fork servers whose environment holds `entry` (their command lines)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or entry.encode() not in (proc / "environ").read_bytes().split(b"\0"):
+                continue
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if "multiprocessing.forkserver" in cmdline and (proc / "stat").read_text().split(")")[-1].split()[0] != "Z":
+                found.append(cmdline[:200])
+        except OSError:  # gone meanwhile
+            continue
+    return found
 
 
 def test_parallel_sweep_jobs_log_lightning_to_their_log_file(tmp_path):

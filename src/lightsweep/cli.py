@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from lightsweep.config import project_root
 from lightsweep.errors import LightsweepError
 from lightsweep.startup import pause_gc
+from lightsweep.sweeps.workers import start_parallel_workers_early
 
 log = logging.getLogger("lightsweep")
 
@@ -72,9 +73,11 @@ def run() -> None:
     non-daemon threads finish, atexit handlers run (logging, joblib/loky, MLflow), stdio is
     flushed. Exceptions other than SystemExit (a bug's traceback, Ctrl-C) exit the usual way, and
     so does everything under a profiler, debugger or coverage tool (they report at the very end).
-    The garbage collector is paused until the libraries are imported (lightsweep.startup).
+    The garbage collector is paused until the libraries are imported (lightsweep.startup), and a
+    joblib sweep's worker server starts importing before Hydra composes (lightsweep.sweeps.workers).
     """
     pause_gc()
+    start_parallel_workers_early(sys.argv[1:])
     try:
         main()
         code = 0

@@ -11,6 +11,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from lightsweep.startup import resume_gc
+from lightsweep.sweeps.workers import start_parallel_workers
 
 log = logging.getLogger(__name__)
 
@@ -169,34 +170,6 @@ def _warn_if_nodes_cannot_reach(config: DictConfig, tracking_uri: str) -> None:
 
     print(f"warning: cluster sweep logging to {describe(tracking_uri)}: {problem}; use logger=mlflow_server "
           "with MLFLOW_TRACKING_URI=http://<server host>:<port> (README: Cluster sweeps)", file=sys.stderr)
-
-
-def start_parallel_workers(config: DictConfig) -> bool:
-    """Under `hydra/launcher=joblib`, have its workers start from a fork server that imports a job's
-    modules once, beginning now.
-
-    A fresh loky worker spends ~6 s of CPU importing torch, Lightning and MLflow before its first
-    job, and every worker pays it at the same time. Forked from a server that imported them, a
-    worker starts in milliseconds, and the one import runs beside the sweep's own start-up (MLflow,
-    the parent run) instead of after it. The server runs no tensor code, so forking it is safe.
-    Returns whether the jobs run in worker processes.
-    """
-    launcher = config.hydra.get("launcher") or {}
-    if not str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
-        return False
-    import multiprocessing
-    from multiprocessing import forkserver
-
-    from joblib import effective_n_jobs
-    from joblib.externals.loky.backend.context import set_start_method
-
-    if effective_n_jobs(launcher.get("n_jobs", -1)) == 1:
-        return False  # joblib runs the jobs in this process
-
-    multiprocessing.set_forkserver_preload(["lightsweep.sweeps.worker_preload"])
-    set_start_method("forkserver", force=True)
-    forkserver.ensure_running()
-    return True
 
 
 def _fail_if_still_running(client, run_id: str) -> None:
