@@ -21,13 +21,14 @@ from collections.abc import Sequence
 
 PRELOAD = "lightsweep.sweeps.worker_preload"
 JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+_UNSET = object()  # n_jobs not given: the joblib launcher's default
 
 
 def start_parallel_workers(config) -> bool:
     """From the composed config: start the fork server if the jobs run in joblib worker processes
     (a no-op if the CLI already did). Returns whether they do."""
     launcher = config.hydra.get("launcher") or {}
-    if not _runs_in_workers(str(launcher.get("_target_", "")), launcher.get("n_jobs", _default_n_jobs())):
+    if not _runs_in_workers(str(launcher.get("_target_", "")), launcher.get("n_jobs", _UNSET)):
         return False
     _start_fork_server()
     return True
@@ -56,7 +57,7 @@ def parallel_sweep_requested(argv: Sequence[str]) -> bool:
         return False
     if not args.multirun or args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
         return False
-    launcher, n_jobs = "", _default_n_jobs()
+    launcher, n_jobs = "", _UNSET
     for override in overrides:
         if override.is_delete() or override.is_sweep_override():
             continue
@@ -67,16 +68,15 @@ def parallel_sweep_requested(argv: Sequence[str]) -> bool:
     return _runs_in_workers(launcher, n_jobs)
 
 
-def _default_n_jobs():
-    from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
-
-    return JobLibLauncherConf.n_jobs
-
-
-def _runs_in_workers(launcher_target: str, n_jobs) -> bool:
+def _runs_in_workers(launcher_target: str, n_jobs=_UNSET) -> bool:
     if not launcher_target.endswith("JoblibLauncher") or "forkserver" not in multiprocessing.get_all_start_methods():
         return False
     from joblib import effective_n_jobs
+
+    if n_jobs is _UNSET:
+        from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+
+        n_jobs = JobLibLauncherConf.n_jobs
 
     try:
         return effective_n_jobs(n_jobs) > 1  # 1: joblib runs the jobs in this process
