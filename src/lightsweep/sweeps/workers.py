@@ -52,10 +52,10 @@ def parallel_sweep_requested(argv: Sequence[str]) -> bool:
 
     try:
         args, _ = get_args_parser().parse_known_args(list(argv))
+        if not args.multirun or args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
+            return False  # (a single run parses no overrides here)
         overrides = OverridesParser.create().parse_overrides(args.overrides)
     except (Exception, SystemExit):  # a bad command line: Hydra reports it
-        return False
-    if not args.multirun or args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
         return False
     launcher, n_jobs = "", _UNSET
     for override in overrides:
@@ -106,7 +106,7 @@ def _stop_fork_server() -> None:
     that failed to start), and it holds this process's stdout and stderr, which a caller reading
     them to the end (a pipe, `subprocess.run(capture_output=True)`) waits for. Its workers have
     exited by now; the server keeps no state."""
-    pid = getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)
+    pid = getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)  # kept privately
     if pid is None:
         return
     try:
