@@ -12,6 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+import lightsweep.resolvers  # noqa: F401  (conf/ uses them)
 from lightsweep.config import project_root
 from lightsweep.errors import LightsweepError
 

@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
-import lightsweep.config  # noqa: F401  (registers the resolvers used by conf/)
+import lightsweep.resolvers  # noqa: F401  (registers the resolvers used by conf/)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

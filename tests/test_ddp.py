@@ -45,7 +45,7 @@ def test_ddp_cpu_matches_the_single_process_run_and_logs_once(tmp_path):
     d_client, d_run = only_run(tmp_path / "ddp")
     assert d_run.info.status == "FINISHED"
     assert d_run.data.params["trainer.devices"] == "2"
-    assert d_run.data.params["trainer.strategy._target_"] == "lightsweep.distributed.SpawnDDPStrategy"
+    assert d_run.data.params["trainer.strategy"] == "ddp_spawn"
     for key in ("val/acc", "test/acc"):
         assert d_run.data.metrics[key] == pytest.approx(s_run.data.metrics[key], abs=0.005), key
     assert d_run.data.metrics["test/acc"] > 0.75  # it learned: full Fashion-MNIST, 2 epochs
@@ -54,9 +54,10 @@ def test_ddp_cpu_matches_the_single_process_run_and_logs_once(tmp_path):
     for key in d_run.data.metrics:
         d_steps = [m.step for m in d_client.get_metric_history(d_run.info.run_id, key)]
         s_steps = [m.step for m in s_client.get_metric_history(s_run.info.run_id, key)]
-        assert d_steps == s_steps, key
-    # Plots are drawn from the whole run: the epoch history and the test confusion matrix over both
-    # ranks came back from the spawned workers.
+        # ddp_spawn hands the main process no step counter back: Lightning logs test metrics at 0.
+        assert d_steps == ([0] if key.startswith("test/") else s_steps), key
+    # Plots are drawn in rank 0's worker, from the whole run: the epoch history, and the test
+    # confusion matrix gathered over both ranks.
     artifacts = {a.path for a in d_client.list_artifacts(d_run.info.run_id, "plots")}
     assert {"plots/learning_curves.png", "plots/confusion_matrix.png", "plots/weights.png"} <= artifacts
 

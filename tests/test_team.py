@@ -15,17 +15,15 @@ from lightsweep.errors import LightsweepError
 from team_helpers import SERVER_SCRIPT, free_port
 
 
-def test_ddp_cpu_builds_a_two_process_spawn_strategy(make_cfg):
-    from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
-
-    from lightsweep.distributed import SpawnDDPStrategy
+def test_ddp_cpu_builds_lightnings_two_process_spawn_strategy(make_cfg):
+    from pytorch_lightning.strategies import DDPStrategy
 
     cfg = make_cfg("trainer=ddp_cpu")
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     strategy = trainer.strategy
-    assert isinstance(strategy, SpawnDDPStrategy)
+    assert type(strategy) is DDPStrategy  # Lightning's own, no lightsweep subclass
     assert strategy.num_processes == 2 and strategy.process_group_backend == "gloo"
-    assert isinstance(strategy.launcher, _MultiProcessingLauncher) and strategy.launcher._start_method == "spawn"
+    assert cfg.trainer.strategy == "ddp_spawn"
 
 
 @pytest.mark.parametrize("name, accelerator, devices", [("gpu", "gpu", 1), ("ddp", "gpu", -1), ("cpu", "cpu", 1)])
@@ -35,8 +33,7 @@ def test_device_configs_are_sane(make_cfg, name, accelerator, devices):
     if accelerator == "gpu":
         assert cfg.trainer.precision == "bf16-mixed"
     if name == "ddp":
-        assert cfg.trainer.strategy._target_ == "lightsweep.distributed.SpawnDDPStrategy"
-        assert cfg.trainer.strategy.process_group_backend == "nccl" and cfg.trainer.sync_batchnorm
+        assert cfg.trainer.strategy == "ddp_spawn" and cfg.trainer.sync_batchnorm
 
 
 def test_epoch_history_state_round_trips():
@@ -78,7 +75,7 @@ def test_slurm_launcher_has_lightsweep_defaults(make_cfg, monkeypatch):
                                          ("http://127.0.0.1:5000", "compute node"),
                                          ("http://mlflow.team.example:5000", None)])
 def test_cluster_sweep_warns_about_stores_nodes_cannot_reach(make_cfg, capsys, uri, warned):
-    from lightsweep.sweeps.callbacks import _warn_if_nodes_cannot_reach
+    from lightsweep.sweeps.hydra_callbacks import _warn_if_nodes_cannot_reach
 
     _warn_if_nodes_cannot_reach(make_cfg("hydra/launcher=submitit_slurm"), uri)
     err = capsys.readouterr().err

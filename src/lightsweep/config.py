@@ -1,4 +1,4 @@
-"""Config helpers: OmegaConf resolvers used by `conf/`, task resolution and validation.
+"""Config helpers: the project root, task resolution and validation (resolvers: lightsweep.resolvers).
 
 Validation runs before anything heavy is built so that a bad value costs one clear line, not a
 traceback from deep inside torch or Lightning.
@@ -30,27 +30,6 @@ def count_classes(class_names, classes, positive_class) -> int:
     if positive_class is not None:
         return 2
     return len(classes) if classes is not None else len(class_names)
-
-
-def _job_dirname(sweep_dir, override_dirname) -> str:
-    from lightsweep.sweeps.context import job_dirname
-
-    return job_dirname(str(sweep_dir), str(override_dirname))
-
-
-def register_resolvers() -> None:
-    resolvers = {
-        "project_root": lambda: str(project_root()),
-        "prod": lambda values: math.prod(values),
-        "num_classes": count_classes,
-        "job_dirname": _job_dirname,
-    }
-    for name, fn in resolvers.items():
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn)
-
-
-register_resolvers()
 
 
 def choose_binary_task(cfg: DictConfig) -> None:
@@ -165,6 +144,12 @@ def validate(cfg: DictConfig) -> None:
             raise LightsweepError(
                 "optimizer.nesterov=true needs optimizer.momentum > 0: use optimizer=nesterov"
             )
+
+    scheduler = cfg.get("scheduler") or {}
+    if "step_size" in scheduler:  # StepLR takes 0, then divides by it after the first epoch
+        _number("scheduler.step_size", scheduler.step_size, positive=True, integer=True)
+    if "T_max" in scheduler:
+        _number("scheduler.T_max", scheduler.T_max, positive=True, integer=True)
 
     trainer = cfg.trainer
     _number("trainer.max_epochs", trainer.max_epochs, positive=True, integer=True)

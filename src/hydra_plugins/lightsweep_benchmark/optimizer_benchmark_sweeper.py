@@ -78,7 +78,7 @@ class OptimizerBenchmarkSweeper(Sweeper):
         )
 
     def sweep(self, arguments: List[str]) -> Any:
-        from lightsweep.sweeps.context import swept_keys
+        from lightsweep.overrides import swept_keys
 
         base = [*(f"{k}={v}" for k, v in self.params.items()), *arguments]
         if swept := swept_keys(base):

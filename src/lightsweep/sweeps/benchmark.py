@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 
 from lightsweep.plots import pyplot, save_figure
-from lightsweep.sweeps.report import ChildRun, _pm, markdown_table
+from lightsweep.sweeps.runs import ChildRun, descending, format_mean_std, markdown_table, mean_std
 
 
 def is_benchmark(children: list[ChildRun]) -> bool:
@@ -70,19 +70,24 @@ def benchmark_sections(children: list[ChildRun], folder: Path):
         runs = [c for c in [*tune, *final] if c.tags.get("optimizer") == opt]
         per_opt[opt] = statistics.median([t for t in (epoch_seconds(r) for r in runs) if math.isfinite(t)] or [math.nan])
     sgd = per_opt.get("sgd", math.nan)
-    rows = []
+    ranked = []
     for opt, lr in chosen.items():
         runs = [c for c in final if c.tags.get("optimizer") == opt and not c.diverged]
-        rows.append({
+        test_accs = [r.metrics.get("test/acc") for r in runs]
+        seconds = per_opt[opt]
+        row = {
             "optimizer": opt,
             "best lr": f"{lr:g}",
-            "test acc": _pm([r.metrics.get("test/acc") for r in runs]),
-            "final val acc": _pm([r.final("val/acc") for r in runs]),
+            "test acc": format_mean_std(test_accs),
+            "final val acc": format_mean_std([r.final("val/acc") for r in runs]),
             "seeds": str(len(runs)),
-            "epoch s": f"{per_opt[opt]:.2f}",
-            "epoch time vs sgd": f"{per_opt[opt] / sgd:.2f}x" if math.isfinite(sgd) and sgd > 0 else "–",
-        })
-    rows.sort(key=lambda r: r["test acc"], reverse=True)
+            "epoch s": f"{seconds:.2f}" if math.isfinite(seconds) else "–",
+            "epoch time vs sgd": f"{seconds / sgd:.2f}x" if sgd > 0 and math.isfinite(seconds / sgd) else "–",
+        }
+        ranked.append((mean_std(test_accs)[0], row))
+    # Rank by the numeric mean: the formatted cell sorts "–" (every seed diverged) above any number.
+    ranked.sort(key=lambda pair: descending(pair[0]))
+    rows = [row for _, row in ranked]
     grid_rows = [{"optimizer": c.tags.get("optimizer"), "lr": f"{c.lr:g}",
                   "final val acc": "diverged" if c.diverged else f"{c.final('val/acc'):.4f}"} for c in tune]
     return [

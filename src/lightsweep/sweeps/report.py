@@ -14,37 +14,15 @@ import html
 import math
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from lightsweep.plots import pyplot, save_figure
+from lightsweep.sweeps.benchmark import benchmark_sections, main_table_runs
+# ChildRun and markdown_table are part of this module's interface too (re-exported from `runs`).
+from lightsweep.sweeps.runs import ChildRun, descending, format_mean_std, markdown_table, mean_std
 
 CURVES = ("val/loss", "val/acc", "train/loss_epoch")
-
-
-@dataclass
-class ChildRun:
-    run_id: str
-    name: str
-    label: str
-    status: str
-    diverged: bool
-    seconds: float | None
-    tags: dict
-    params: dict
-    metrics: dict
-    curves: dict[str, dict[int, float]] = field(default_factory=dict)
-    # seconds from run start to each epoch's val/acc point
-    val_acc_seconds: dict[int, float] = field(default_factory=dict)
-
-    @property
-    def lr(self) -> float | None:
-        value = self.params.get("optimizer.lr")
-        return float(value) if value not in (None, "null") else None
-
-    def final(self, key: str) -> float:
-        curve = self.curves.get(key) or {}
-        return curve[max(curve)] if curve else math.nan
 
 
 def _by_epoch(history, epoch_at_step: dict[int, int]) -> tuple[dict[int, float], dict[int, int]]:
@@ -87,20 +65,6 @@ def load_children(client, parent_run_id: str) -> list[ChildRun]:
     return children
 
 
-def _stats(values) -> tuple[float, float, int]:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    if not finite:
-        return math.nan, math.nan, 0
-    return statistics.fmean(finite), statistics.pstdev(finite) if len(finite) > 1 else 0.0, len(finite)
-
-
-def _pm(values, digits=4) -> str:
-    mean, std, n = _stats(values)
-    if n == 0:
-        return "–"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
-
-
 @dataclass
 class ConfigSummary:
     label: str
@@ -109,12 +73,12 @@ class ConfigSummary:
 
     @property
     def test_acc(self):
-        return _stats([r.metrics.get("test/acc") for r in self.runs if not r.diverged])
+        return mean_std([r.metrics.get("test/acc") for r in self.runs if not r.diverged])
 
     def score(self, by_test: bool) -> float:
         if by_test:
             return self.test_acc[0]
-        return _stats([r.final("val/acc") for r in self.runs if not r.diverged])[0]
+        return mean_std([r.final("val/acc") for r in self.runs if not r.diverged])[0]
 
     def _to_target(self, run: ChildRun) -> tuple[int | None, float | None]:
         for epoch in sorted(run.curves["val/acc"]):
@@ -132,13 +96,13 @@ class ConfigSummary:
         return {
             "configuration": self.label,
             "runs": str(len(runs)),
-            "final val acc": _pm([r.final("val/acc") for r in ok]),
-            "best val acc": _pm([max(r.curves["val/acc"].values(), default=math.nan) for r in ok]),
-            "test acc": _pm([r.metrics.get("test/acc") for r in ok]),
-            "final val loss": _pm([r.final("val/loss") for r in ok]),
-            f"epochs to {self.target_acc:g}": (_pm([h[0] for h in hits], 1) + (f" ({len(hits)}/{len(ok)})" if len(hits) < len(ok) else "")) if hits else "not reached",
-            f"seconds to {self.target_acc:g}": _pm([h[1] for h in hits], 1) if hits else "–",
-            "total s": _pm([r.seconds for r in runs], 1),
+            "final val acc": format_mean_std([r.final("val/acc") for r in ok]),
+            "best val acc": format_mean_std([max(r.curves["val/acc"].values(), default=math.nan) for r in ok]),
+            "test acc": format_mean_std([r.metrics.get("test/acc") for r in ok]),
+            "final val loss": format_mean_std([r.final("val/loss") for r in ok]),
+            f"epochs to {self.target_acc:g}": (format_mean_std([h[0] for h in hits], 1) + (f" ({len(hits)}/{len(ok)})" if len(hits) < len(ok) else "")) if hits else "not reached",
+            f"seconds to {self.target_acc:g}": format_mean_std([h[1] for h in hits], 1) if hits else "–",
+            "total s": format_mean_std([r.seconds for r in runs], 1),
             "diverged": f"yes ({n_div}/{len(runs)})" if n_div else "no",
             **({"failed": str(n_failed)} if n_failed else {}),
         }
@@ -152,14 +116,7 @@ def summarize(children: list[ChildRun], target_acc: float) -> list[ConfigSummary
     # Ranked by mean test accuracy (validation accuracy for sweeps that do not test, e.g. a search);
     # configurations without one (diverged, failed) last.
     by_test = any(s.test_acc[2] for s in summaries)
-    return sorted(summaries, key=lambda s: -s.score(by_test) if not math.isnan(s.score(by_test)) else math.inf)
-
-
-def markdown_table(rows: list[dict[str, str]]) -> str:
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(row.get(c, "") for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
+    return sorted(summaries, key=lambda s: descending(s.score(by_test)))
 
 
 # --- plots --------------------------------------------------------------------------------------
@@ -231,8 +188,6 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
     """Build every report file into `folder`; `extra_sections(children, folder)` may add (title, markdown, images)."""
     folder.mkdir(parents=True, exist_ok=True)
     parent = client.get_run(parent_run_id)
-    from lightsweep.sweeps.benchmark import main_table_runs
-
     children = load_children(client, parent_run_id)
     summaries = summarize(main_table_runs(children), target_acc)
     rows = [s.row() for s in summaries]
@@ -331,8 +286,6 @@ def find_sweep(client, sweep: str, experiment_name: str | None = None) -> str:
 
 def publish_report(client, parent_run_id: str, folder: Path, target_acc: float) -> Report:
     """Write the report to `folder`, log it to the parent run under `report/`, print the table."""
-    from lightsweep.sweeps.benchmark import benchmark_sections
-
     report = write_report(client, parent_run_id, folder, target_acc, extra_sections=benchmark_sections)
     for path in report.files:
         client.log_artifact(parent_run_id, str(path), "report")

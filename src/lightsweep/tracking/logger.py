@@ -1,11 +1,15 @@
-"""Lightning's MLFlowLogger, with metrics sent to the store in batches.
+"""Lightning's MLFlowLogger, with metrics sent to the store in batches, and no say over the run's status.
 
 Lightning calls `log_metrics` at every logged step and at every epoch end; each call is a store
 round trip (~4-10 ms on sqlite, more to a server): for a small model that is more than the
 training itself. Here metrics are queued with the time they were logged and sent in one
-`log_batch` once `flush_every_s` seconds have passed since the last send, and always when Lightning
-finishes a fit/validate/test (`finalize`, on success, error or Ctrl-C). The store ends up with the
-same points (key, value, step, timestamp); they just arrive up to `flush_every_s` late.
+`log_batch` once `flush_every_s` seconds have passed since the last send, after every checkpoint,
+and when Lightning finishes a fit/validate/test (`finalize`). The store ends up with the same points
+(key, value, step, timestamp); they just arrive up to `flush_every_s` late.
+
+Lightning's `finalize` also ends the run (`set_terminated`) after every fit and test and on any
+error; here it only flushes: the run's lifecycle (lightsweep.tracking.run) alone ends a run, once
+everything is stored. The best checkpoint is uploaded by lightsweep's RunArtifacts callback.
 """
 
 from __future__ import annotations
@@ -14,26 +18,30 @@ import re
 import time
 from typing import Any, Mapping
 
-from lightning_fabric.utilities.logger import _add_prefix
 from pytorch_lightning.loggers import mlflow as pl_mlflow
 from pytorch_lightning.utilities.rank_zero import rank_zero_only, rank_zero_warn
+
+from lightsweep import interrupts
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch
 
 
 class MLFlowLogger(pl_mlflow.MLFlowLogger):
-    def __init__(self, *args: Any, flush_every_s: float = 5.0, **kwargs: Any):
+    def __init__(self, *args: Any, flush_every_s: float = 5.0, prefix: str = "", **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.flush_every_s = flush_every_s
-        self._queue: list = []
-        self._last_flush = time.monotonic()
+        self.metric_prefix = prefix  # handled here, as Lightning does: `{prefix}-{key}`
+        self.queue: list = []
+        self.last_flush = time.monotonic()
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
         timestamp_ms = int(time.time() * 1000)
-        for key, value in _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR).items():
+        for key, value in metrics.items():
+            if self.metric_prefix:
+                key = f"{self.metric_prefix}{self.LOGGER_JOIN_CHAR}{key}"
             if isinstance(value, str):
                 rank_zero_warn(f"Discarding metric with string value {key}={value}.")
                 continue
@@ -41,18 +49,19 @@ class MLFlowLogger(pl_mlflow.MLFlowLogger):
             if clean != key:
                 rank_zero_warn(f"MLflow only allows '_', '/', '.' and ' ' special characters in metric name. "
                                f"Replacing {key} with {clean}.", category=RuntimeWarning)
-            self._queue.append(Metric(key=clean, value=value, timestamp=timestamp_ms, step=step or 0))
-        if time.monotonic() - self._last_flush >= self.flush_every_s:
+            self.queue.append(Metric(key=clean, value=float(value), timestamp=timestamp_ms, step=step or 0))
+        if time.monotonic() - self.last_flush >= self.flush_every_s:
             self.flush()
 
     @rank_zero_only
     def flush(self) -> None:
-        """Send every queued metric now."""
-        while self._queue:
-            batch = self._queue[:MAX_METRICS_PER_BATCH]
-            self.experiment.log_batch(run_id=self.run_id, metrics=batch, **self._log_batch_kwargs)
-            del self._queue[: len(batch)]
-        self._last_flush = time.monotonic()
+        """Send every queued metric now (a Ctrl-C meanwhile is raised once the batch is stored)."""
+        with interrupts.deferred():
+            while self.queue:
+                batch = self.queue[:MAX_METRICS_PER_BATCH]
+                self.experiment.log_batch(run_id=self.run_id, metrics=batch)
+                del self.queue[: len(batch)]
+            self.last_flush = time.monotonic()
 
     @rank_zero_only
     def after_save_checkpoint(self, checkpoint_callback) -> None:
@@ -63,5 +72,5 @@ class MLFlowLogger(pl_mlflow.MLFlowLogger):
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
+        """Flush only: the run is not over when a fit or a test is (see the module's docstring)."""
         self.flush()
-        super().finalize(status)

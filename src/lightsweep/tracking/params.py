@@ -6,6 +6,9 @@ import re
 import subprocess
 from pathlib import Path
 
+from lightsweep.overrides import override_key
+from lightsweep.tracking.uris import describe
+
 SECRET_KEY = re.compile(r"(password|passwd|secret|token|api[_-]?key|credential|private[_-]?key|auth)", re.I)
 MASK = "***"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit for a param value
@@ -13,8 +16,6 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit for a param value
 
 def mask_secrets(value, key: str = ""):
     """A copy of a plain config container with secret-looking keys and URI passwords masked."""
-    from lightsweep.tracking.store import describe
-
     if isinstance(value, dict):
         return {k: mask_secrets(v, str(k)) for k, v in value.items()}
     if isinstance(value, list):
@@ -28,8 +29,6 @@ def mask_secrets(value, key: str = ""):
 
 def mask_override(override: str) -> str:
     """`+logger.mlflow.password=x` -> `+logger.mlflow.password=***` (and URI passwords)."""
-    from lightsweep.sweeps.context import override_key
-
     if "=" not in override:
         return override
     key, value = override.split("=", 1)

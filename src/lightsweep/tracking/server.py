@@ -8,16 +8,11 @@ MLFLOW_TRACKING_TOKEN, ~/.mlflow/credentials), read by MLflow's helper, never by
 
 from __future__ import annotations
 
-from urllib.parse import urlparse
-
 from lightsweep.errors import LightsweepError
+from lightsweep.tracking.uris import describe
 
 START_HINT = "start it with `make server` (scripts/mlflow_server.sh start) or fix MLFLOW_TRACKING_URI"
 TIMEOUT_S = 10
-
-
-def is_server(tracking_uri: str) -> bool:
-    return urlparse(tracking_uri).scheme in ("http", "https")
 
 
 def check_server(tracking_uri: str) -> None:
@@ -25,8 +20,6 @@ def check_server(tracking_uri: str) -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
-
-    from lightsweep.tracking.store import describe
 
     where = describe(tracking_uri)
     creds = get_default_host_creds(tracking_uri)

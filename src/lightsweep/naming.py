@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from lightsweep.overrides import override_key
+
 SHORT = {"lr": "lr", "weight_decay": "wd", "hidden_sizes": "h", "max_epochs": "ep", "batch_size": "bs", "momentum": "m"}
 # Overrides already in the name, or that do not change what is trained.
 NOT_IN_NAME = {"model", "optimizer", "seed", "experiment", "hparams_search", "debug", "logger", "trainer"}
@@ -17,8 +19,6 @@ def _fmt(value: str) -> str:
 
 
 def describe_override(override: str) -> str | None:
-    from lightsweep.sweeps.context import override_key
-
     key, value = override_key(override), override.partition("=")[2]
     if key in NOT_IN_NAME or key.startswith(NOT_IN_NAME_PREFIXES) or "/" in key:
         return None

@@ -1,12 +1,10 @@
-"""Small Lightning callbacks that lightsweep adds to every run."""
+"""Lightning callbacks that keep a run's epoch history and random state (both go into checkpoints)."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import TQDMProgressBar
 
 EPOCH_KEYS = ("train/loss_epoch", "train/acc", "val/loss", "val/acc")
 
@@ -14,8 +12,7 @@ EPOCH_KEYS = ("train/loss_epoch", "train/acc", "val/loss", "val/acc")
 class EpochHistory(pl.Callback):
     """Epoch-level metrics as [(epoch, value)] lists, and the test confusion matrix, for the plots.
 
-    Its state is a callback state_dict, so it reaches the main process from spawned DDP workers
-    (lightsweep.distributed) and is saved in checkpoints: a resumed run's plots show every epoch.
+    Its state is a callback state_dict, saved in checkpoints: a resumed run's plots show every epoch.
     It also closes a gap: Lightning hands an epoch's training metrics to the logger only after the
     epoch's checkpoint is written, so a crash in between would lose them; a resumed run logs the
     checkpoint's last epoch again.
@@ -24,7 +21,7 @@ class EpochHistory(pl.Callback):
     def __init__(self):
         self.history: dict[str, list[tuple[int, float]]] = {key: [] for key in EPOCH_KEYS}
         self.logged_at_step: dict[int, int] = {}  # epoch -> the step Lightning logs its metrics at
-        self._restored = False
+        self.restored = False
         self.test_confusion = None  # a (K, K) tensor after trainer.test, gathered over DDP ranks
 
     def _record(self, trainer: pl.Trainer, prefix: str) -> None:
@@ -58,10 +55,10 @@ class EpochHistory(pl.Callback):
             self.history[key] = [(int(e), float(v)) for e, v in points]
         self.logged_at_step = {int(e): int(step) for e, step in state_dict.get("steps", {}).items()}
         self.test_confusion = state_dict.get("test_confusion")
-        self._restored = True
+        self.restored = True
 
     def on_train_start(self, trainer, pl_module):
-        if not (self._restored and trainer.logger and self.logged_at_step):
+        if not (self.restored and trainer.logger and self.logged_at_step):
             return
         epoch = max(self.logged_at_step)
         metrics = {key: value for key, points in self.history.items() for e, value in points if e == epoch}
@@ -92,33 +89,3 @@ class RandomState(pl.Callback):
         torch.set_rng_state(state_dict["torch"])
         if "cuda" in state_dict and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state_dict["cuda"])
-
-
-class InterruptCheckpoint(pl.Callback):
-    """Saves `<dirpath>/interrupted.ckpt` when fit stops on Ctrl-C, SIGTERM or an error.
-
-    Lightning's OnExceptionCheckpoint does the same but also makes every `fit()` resume from the
-    newest checkpoint it finds in the folder; lightsweep resumes only when asked (`resume=`).
-    """
-
-    def __init__(self, dirpath: str, filename: str = "interrupted"):
-        self.path = str(Path(dirpath) / f"{filename}.ckpt")
-
-    def on_exception(self, trainer, pl_module, exception):
-        trainer.save_checkpoint(self.path)
-
-
-class ProgressBar(TQDMProgressBar):
-    """Lightning's tqdm bar, refreshed whenever the batch count passes a multiple of `refresh_rate`.
-
-    A training call covers several batches (see `Classifier.training_step`), so the count moves in
-    jumps and rarely lands exactly on a multiple, which is all the stock bar checks for.
-    """
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        bar, n = self.train_progress_bar, batch_idx + 1
-        if bar is None or not self.is_enabled or bar.disable:
-            return
-        if n // self.refresh_rate > bar.n // self.refresh_rate or n == bar.total:
-            bar.n = n
-            bar.set_postfix(self.get_metrics(trainer, pl_module))  # refreshes the bar

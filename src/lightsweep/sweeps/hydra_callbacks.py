@@ -10,8 +10,8 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from lightsweep import interrupts
 from lightsweep.startup import resume_gc
-from lightsweep.sweeps.workers import start_parallel_workers
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ class MLflowSweepCallback(Callback):
         return logger.get("mlflow")
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        parallel = start_parallel_workers(config)  # first: their imports run while the parent run is made
         # Hydra turns a callback's exception into a warning; without a parent run the jobs would
         # scatter as unrelated runs, so stop the sweep here with one clear line instead.
         try:
@@ -44,17 +43,10 @@ class MLflowSweepCallback(Callback):
         except Exception as err:
             print(f"error: cannot start the sweep's MLflow parent run: {err}", file=sys.stderr)
             raise SystemExit(2) from None
-        if parallel:
-            if self.report:
-                # This process has a core to spare until the fork server is ready, and the report
-                # it draws after the last job would import pyplot then.
-                from lightsweep.plots import pyplot
-
-                pyplot()
-            resume_gc()  # the jobs run elsewhere: this process's start-up is over
 
     def _start(self, config: DictConfig) -> None:
-        from lightsweep.sweeps.context import SweepContext, swept_keys
+        from lightsweep.overrides import swept_keys
+        from lightsweep.sweeps.context import SweepContext
 
         sweep_dir = Path(str(config.hydra.sweep.dir))  # resolves (and caches) ${now:} for the jobs too
         grid = [str(o) for o in config.hydra.overrides.task]
@@ -80,20 +72,21 @@ class MLflowSweepCallback(Callback):
         experiment_id = ensure_experiment(client, uri, tracking.experiment_name)
         choices = config.hydra.runtime.choices
         preset = choices.get("experiment") or choices.get("hparams_search") or "sweep"
-        parent = client.create_run(
-            experiment_id,
-            run_name=f"{preset}-{context.sweep_id}",
-            tags={
-                "lightsweep.role": "sweep",
-                "lightsweep.sweep_id": context.sweep_id,
-                "lightsweep.sweep_dir": str(sweep_dir),
-                "lightsweep.varying": ",".join(context.varying),
-                "overrides": " ".join(grid)[:5000],
-                "mlflow.source.name": "train.py",
-            },
-        )
-        run_id = parent.info.run_id
-        atexit.register(_fail_if_still_running, client, run_id)
+        with interrupts.deferred():  # a Ctrl-C here must not leave a parent that nobody ends
+            parent = client.create_run(
+                experiment_id,
+                run_name=f"{preset}-{context.sweep_id}",
+                tags={
+                    "lightsweep.role": "sweep",
+                    "lightsweep.sweep_id": context.sweep_id,
+                    "lightsweep.sweep_dir": str(sweep_dir),
+                    "lightsweep.varying": ",".join(context.varying),
+                    "overrides": " ".join(grid)[:5000],
+                    "mlflow.source.name": "train.py",
+                },
+            )
+            run_id = parent.info.run_id
+            atexit.register(_fail_if_still_running, client, run_id)
         params = {f"sweep.{k}": str(v) for k, v in {**_grid_params(grid), **searched}.items()}
         params["sweep.sweeper"] = str(config.hydra.sweeper.get("_target_", "")).rsplit(".", 1)[-1]
         params["sweep.launcher"] = str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1]
@@ -166,23 +159,32 @@ def _warn_if_nodes_cannot_reach(config: DictConfig, tracking_uri: str) -> None:
         problem = f"{uri.hostname} on a compute node is that node, not this machine's server"
     else:
         return
-    from lightsweep.tracking.store import describe
+    from lightsweep.tracking.uris import describe
 
     print(f"warning: cluster sweep logging to {describe(tracking_uri)}: {problem}; use logger=mlflow_server "
           "with MLFLOW_TRACKING_URI=http://<server host>:<port> (README: Cluster sweeps)", file=sys.stderr)
 
 
 def _fail_if_still_running(client, run_id: str) -> None:
-    """The sweep died before `on_multirun_end` (a launcher crash, Ctrl-C): never leave the parent RUNNING."""
+    """The sweep died before `on_multirun_end` (a launcher crash, Ctrl-C): never leave the parent,
+    or a child whose worker process died with it, RUNNING."""
     try:
-        if client.get_run(run_id).info.status == "RUNNING":
-            client.set_tag(run_id, "lightsweep.failure_reason", "sweep ended before its report")
-            client.set_terminated(run_id, "FAILED")
+        parent = client.get_run(run_id)
+        if parent.info.status != "RUNNING":
+            return
+        children = client.search_runs(
+            [parent.info.experiment_id], max_results=10000,
+            filter_string=f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'")
+        for child in children:
+            client.set_tag(child.info.run_id, "lightsweep.failure_reason", "its sweep ended while it ran")
+            client.set_terminated(child.info.run_id, "KILLED")
+        client.set_tag(run_id, "lightsweep.failure_reason", "sweep ended before its report")
+        client.set_terminated(run_id, "FAILED")
     except Exception as err:  # pragma: no cover - store gone at exit
         log.warning("could not close sweep run %s: %s", run_id, err)
 
 
 def _grid_params(grid: list[str]) -> dict[str, str]:
-    from lightsweep.sweeps.context import override_key
+    from lightsweep.overrides import override_key
 
     return {override_key(o): o.split("=", 1)[1] for o in grid if "=" in o}

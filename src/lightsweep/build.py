@@ -1,0 +1,96 @@
+"""Data, model and trainer from the composed config (Hydra's `instantiate`), with bad values in one line."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from omegaconf import DictConfig, OmegaConf
+
+from lightsweep.errors import LightsweepError
+
+
+def build(cfg: DictConfig, run=None, tested: bool = True):
+    """(datamodule, model, trainer) for `cfg`; `run` (a tracking.setup.RunHandle) gets the logger."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ProgressBar
+
+    from lightsweep.callbacks import EpochHistory, RandomState, RunArtifacts, SignalCheck
+
+    limit_threads(cfg.get("threads"))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg, "data", _convert_="all")
+    optimizer = instantiate(cfg, "optimizer")
+    scheduler = instantiate(cfg, "scheduler") if cfg.get("scheduler") else None
+    # Plain lists, not ListConfig, so the checkpoint loads with torch.load(weights_only=True).
+    model = instantiate(cfg, "model", optimizer=optimizer, scheduler=scheduler, _convert_="all")
+    check_optimizer(cfg, model)
+    callbacks = [
+        instantiate(cfg, f"callbacks.{name}")
+        for name, c in (cfg.get("callbacks") or {}).items()
+        if c and "_target_" in c
+    ]
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it was told not to show
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    # What spawned DDP workers need comes in the callbacks' arguments: Hydra's config is not set there.
+    plot_dir = os.path.join(str(cfg.paths.output_dir), "plots")
+    callbacks += [EpochHistory(), RandomState(), SignalCheck(), RunArtifacts(plot_dir, tested=tested)]
+    logger = False
+    if run is not None:
+        logger = instantiate(cfg, "logger.mlflow", run_id=run.run_id, tracking_uri=run.tracking_uri)
+    trainer = instantiate(cfg, "trainer", callbacks=callbacks, logger=logger)
+    return datamodule, model, trainer
+
+
+def instantiate(cfg: DictConfig, key: str, **kwargs):
+    """`hydra.utils.instantiate(cfg.<key>)`; a wrong key or value is the user's to fix, in one line."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    try:
+        return hydra_instantiate(OmegaConf.select(cfg, key), **kwargs)
+    except InstantiationException as err:
+        raise LightsweepError(rejected(cfg, key, err.__cause__ or err)) from err
+
+
+def check_optimizer(cfg: DictConfig, model) -> None:
+    """Build the optimizer and scheduler once now, as Lightning will: torch checks their values
+    (betas, eps, alpha, ...) only then, which inside `fit` would be a traceback from deep in torch."""
+    try:
+        model.configure_optimizers()
+    except (ValueError, TypeError, KeyError) as err:
+        groups = "optimizer" if cfg.get("scheduler") is None else ("optimizer", "scheduler")
+        raise LightsweepError(rejected(cfg, groups, err)) from err
+
+
+def rejected(cfg: DictConfig, groups, err: BaseException) -> str:
+    """One line naming the config key a library rejected (found in its message) and the fix."""
+    groups = (groups,) if isinstance(groups, str) else groups
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    words = reason.lower()
+    for group in groups:
+        node = OmegaConf.select(cfg, group) or {}
+        # Longest names first (`lr_decay` before `lr`), matched at a word's start: torch says "beta"
+        # for `betas`, "epsilon" for `eps`.
+        for key in sorted((k for k in node if not str(k).startswith("_")), key=len, reverse=True):
+            if re.search(rf"\b{re.escape(str(key).lower().rstrip('s'))}", words):
+                target = str(node.get("_target_", group)).rsplit(".", 1)[-1]
+                value = OmegaConf.to_container(node)[key] if OmegaConf.is_config(node) else node[key]
+                fix = (f"remove {group}.{key}, {target} takes no such argument" if "unexpected keyword" in words
+                       else f"pass a valid {group}.{key}, or drop its override for the default")
+                return f"cannot build {group}: {group}.{key}={value} is rejected by {target} ({reason}): {fix}"
+    return f"cannot build {groups[0]} from the config ({reason}): check the {groups[0]}.* overrides"
+
+
+def limit_threads(threads: int | None) -> None:
+    """Torch CPU threads: `threads`, else the cores shared out among a parallel launcher's jobs."""
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+
+    if threads is None and HydraConfig.initialized():
+        n_jobs = HydraConfig.get().launcher.get("n_jobs")
+        cores = os.cpu_count() or 1
+        if n_jobs is not None and n_jobs != 1:
+            threads = max(1, cores // (cores if n_jobs < 0 else n_jobs))
+    if threads:
+        torch.set_num_threads(int(threads))

@@ -1,0 +1,10 @@
+"""Lightning callbacks (`pytorch_lightning.Callback`) that lightsweep adds to runs.
+
+The once-per-sweep work is Hydra's side: `lightsweep.sweeps.hydra_callbacks`.
+"""
+
+from lightsweep.callbacks.artifacts import RunArtifacts
+from lightsweep.callbacks.history import EpochHistory, RandomState
+from lightsweep.callbacks.interrupts import InterruptCheckpoint, SignalCheck
+
+__all__ = ["EpochHistory", "InterruptCheckpoint", "RandomState", "RunArtifacts", "SignalCheck"]
