@@ -22,8 +22,7 @@ def test_ddp_cpu_builds_lightnings_two_process_spawn_strategy(make_cfg):
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     strategy = trainer.strategy
     assert type(strategy) is DDPStrategy  # Lightning's own, no lightsweep subclass
-    assert strategy.num_processes == 2 and strategy.process_group_backend == "gloo"
-    assert cfg.trainer.strategy == "ddp_spawn"
+    assert strategy.num_processes == 2 and cfg.trainer.strategy == "ddp_spawn"
 
 
 @pytest.mark.parametrize("name, accelerator, devices", [("gpu", "gpu", 1), ("ddp", "gpu", -1), ("cpu", "cpu", 1)])
