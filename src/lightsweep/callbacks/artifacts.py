@@ -29,6 +29,8 @@ class RunArtifacts(pl.Callback):
             return
         from lightsweep import plots
 
+        for logger in trainer.loggers:
+            logger.save()  # the last epoch's training metrics are still queued
         history = _history(trainer)
         paths = [plots.learning_curves(history.history, self.plot_dir / "learning_curves.png")]
         diverged = history.diverged_at is not None

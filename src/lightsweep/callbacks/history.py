@@ -57,7 +57,8 @@ class EpochHistory(pl.Callback):
         self.test_confusion = state_dict.get("test_confusion")
         self.restored = True
 
-    def on_train_start(self, trainer, pl_module):
+    def on_fit_start(self, trainer, pl_module):
+        # on_fit_start, not on_train_start: a run resumed from its final epoch trains no more.
         if not (self.restored and trainer.logger and self.logged_at_step):
             return
         epoch = max(self.logged_at_step)

@@ -64,6 +64,11 @@ class MLFlowLogger(pl_mlflow.MLFlowLogger):
             self.last_flush = time.monotonic()
 
     @rank_zero_only
+    def save(self) -> None:
+        """Lightning's hook for "store what you have": send the queue."""
+        self.flush()
+
+    @rank_zero_only
     def after_save_checkpoint(self, checkpoint_callback) -> None:
         # What a checkpoint saw must be in the store: a run resumed from it after `kill -9` would
         # otherwise miss the points still queued here.
