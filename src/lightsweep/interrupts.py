@@ -110,12 +110,14 @@ def interruption(err: BaseException | None) -> str | None:
     Lightning answers Ctrl-C with `sys.exit(1)` and SIGTERM with a `SIGTERMException` (a SystemExit),
     so the interrupt is often the context of what reaches us.
     """
-    from pytorch_lightning.utilities.exceptions import SIGTERMException
-
+    # Not imported here: the signal may have cut the import of Lightning itself short. If Lightning
+    # is not (fully) imported, it raised nothing.
+    lightning = sys.modules.get("pytorch_lightning.utilities.exceptions")
+    sigterm = (Terminated, getattr(lightning, "SIGTERMException", Terminated))
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, (Terminated, SIGTERMException)):
+        if isinstance(err, sigterm):
             return "SIGTERM"
         if isinstance(err, KeyboardInterrupt):
             return "SIGINT"

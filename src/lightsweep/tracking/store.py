@@ -6,6 +6,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+from lightsweep import interrupts
 from lightsweep.errors import LightsweepError
 from lightsweep.tracking.server import check_server
 from lightsweep.tracking.uris import describe, is_server, sqlite_path, ui_command  # noqa: F401  (re-exported)
@@ -48,8 +49,10 @@ def open_store(tracking_uri: str):
     if is_server(tracking_uri):
         check_server(tracking_uri)  # fails in seconds with the fix, instead of minutes of retries
     try:
-        client = MlflowClient(tracking_uri)
-        client.search_experiments(max_results=1)  # creates/migrates the schema, checks the server
+        # A Ctrl-C in the middle of creating the schema would leave a store nobody can open.
+        with interrupts.deferred():
+            client = MlflowClient(tracking_uri)
+            client.search_experiments(max_results=1)  # creates/migrates the schema, checks the server
     except Exception as err:
         raise LightsweepError(
             f"cannot open the MLflow store {describe(tracking_uri)} ({type(err).__name__}: "
@@ -70,7 +73,8 @@ def ensure_experiment(client, tracking_uri: str, name: str) -> str:
             )
         return experiment.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location(tracking_uri, name))
+        with interrupts.deferred():
+            return client.create_experiment(name, artifact_location=artifact_location(tracking_uri, name))
     except MlflowException:
         experiment = client.get_experiment_by_name(name)  # lost a creation race: use the winner's
         if experiment is None:
