@@ -1,5 +1,10 @@
 """A timing callback the benchmark adds to lightsweep runs (`+callbacks.bench_probe._target_=probes.BenchProbe`).
 
+It works the same whether Lightning calls `training_step` once per batch (the current code:
+automatic optimization) or once per several batches (the fused steps of the code before the
+refactor, timed by `speed.py --before`): the epoch hooks and the first `on_train_batch_start` are
+called either way, and the per-batch hook costs one attribute check (the same on every side).
+
 It only reads the clock: epoch boundaries (each `on_train_epoch_start`, and `on_train_end` after the
 last epoch's validation, checkpointing and logging), the wall-clock time of the first training
 step (and the process's CPU seconds by then), written to $BENCH_FIRST_STEP_FILE when that is set (for runs in a subprocess), and the final
