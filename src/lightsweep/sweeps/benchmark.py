@@ -7,92 +7,82 @@ Runs carry the tag `stage`: `tune` (learning-rate grid, one seed, validation onl
 from __future__ import annotations
 
 import math
-import statistics
-from pathlib import Path
 
-from lightsweep.plots import pyplot, save_figure
-from lightsweep.sweeps.runs import ChildRun, descending, format_mean_std, markdown_table, mean_std
+import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
 
-
-def is_benchmark(children: list[ChildRun]) -> bool:
-    return any(c.tags.get("stage") in ("tune", "final") for c in children)
+from lightsweep.sweeps.runs import Section, format_mean_std, format_value, last_values, ranked
 
 
-def main_table_runs(children: list[ChildRun]) -> list[ChildRun]:
+def is_benchmark(runs: pd.DataFrame) -> bool:
+    return bool(runs["stage"].isin(["tune", "final"]).any())
+
+
+def main_table_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """The comparison table of a benchmark shows the tuned, tested runs; the grid has its own plot."""
-    return [c for c in children if c.tags.get("stage") == "final"] if is_benchmark(children) else children
+    return runs[runs["stage"] == "final"] if is_benchmark(runs) else runs
 
 
-def epoch_seconds(run: ChildRun) -> float:
-    """Median seconds between consecutive validation points (one epoch each)."""
-    times = [run.val_acc_seconds[e] for e in sorted(run.val_acc_seconds)]
-    gaps = [b - a for a, b in zip(times, times[1:])]
-    return statistics.median(gaps) if gaps else math.nan
+def epoch_seconds(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.Series:
+    """Each run's median seconds between consecutive validation points (one epoch each), aligned with `runs`."""
+    points = curves[curves["key"] == "val/acc"].sort_values(["run_id", "epoch"])
+    gaps = points["seconds"].groupby(points["run_id"]).diff()
+    return runs["run_id"].map(gaps.groupby(points["run_id"]).median())
 
 
-def plot_lr_sensitivity(tune: list[ChildRun], chosen: dict[str, float], path: Path) -> Path:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    optimizers = list(dict.fromkeys(c.tags.get("optimizer", "?") for c in tune))
-    colors = plt.get_cmap("tab10")
-    for i, opt in enumerate(optimizers):
-        runs = sorted((c for c in tune if c.tags.get("optimizer") == opt), key=lambda c: c.lr or 0)
-        lrs = [c.lr for c in runs]
-        accs = [0.0 if c.diverged else c.final("val/acc") for c in runs]
+def plot_lr_sensitivity(tune: pd.DataFrame, chosen: pd.Series) -> Figure:
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
+    colors = matplotlib.colormaps["tab10"]
+    grid = tune.sort_values("lr", key=lambda lr: lr.fillna(0), kind="stable")
+    for i, opt in enumerate(tune["optimizer"].unique()):
+        runs = grid[grid["optimizer"] == opt]
         color = colors(i % 10)
-        ax.plot(lrs, accs, marker="o", markersize=4, color=color, label=opt)
-        for c, acc in zip(runs, accs):
-            if c.diverged:
-                ax.plot(c.lr, acc, marker="x", markersize=8, color=color)
-        if opt in chosen:
-            best = next((a for c, a in zip(runs, accs) if c.lr == chosen[opt]), None)
-            if best is not None:
-                ax.plot(chosen[opt], best, marker="*", markersize=16, color=color, markeredgecolor="k")
+        ax.plot(runs["lr"], runs["acc"], marker="o", markersize=4, color=color, label=opt)
+        diverged = runs[runs["diverged"]]
+        ax.plot(diverged["lr"], diverged["acc"], "x", markersize=8, color=color)
+        best = runs[runs["lr"] == chosen.get(opt)].head(1)
+        ax.plot(best["lr"], best["acc"], "*", markersize=16, color=color, markeredgecolor="k")
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("final validation accuracy")
     ax.set_title("Learning-rate sensitivity (star: chosen lr, x: diverged)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return save_figure(fig, path, dpi=100)
+    return fig
 
 
-def benchmark_sections(children: list[ChildRun], folder: Path):
-    if not is_benchmark(children):
+def benchmark_sections(runs: pd.DataFrame, curves: pd.DataFrame) -> list[Section]:
+    if not is_benchmark(runs):
         return []
-    tune = [c for c in children if c.tags.get("stage") == "tune"]
-    final = [c for c in children if c.tags.get("stage") == "final"]
-    chosen = {c.tags.get("optimizer"): c.lr for c in final}
-    images = [plot_lr_sensitivity(tune, chosen, folder / "lr_sensitivity.png")] if tune else []
+    runs = runs.assign(acc=last_values(runs, curves, "val/acc"), epoch_s=epoch_seconds(runs, curves))
+    tune, final = runs[runs["stage"] == "tune"], runs[runs["stage"] == "final"]
+    chosen = final.groupby("optimizer", sort=False, dropna=False)["lr"].last()
+    figures = {"lr_sensitivity": plot_lr_sensitivity(tune.assign(acc=tune["acc"].where(~tune["diverged"], 0.0)),
+                                                     chosen)} if len(tune) else {}
 
-    per_opt = {}
-    for opt in dict.fromkeys(c.tags.get("optimizer") for c in [*final, *tune]):
-        runs = [c for c in [*tune, *final] if c.tags.get("optimizer") == opt]
-        per_opt[opt] = statistics.median([t for t in (epoch_seconds(r) for r in runs) if math.isfinite(t)] or [math.nan])
+    per_opt = pd.concat([final, tune]).groupby("optimizer", dropna=False)["epoch_s"].median()
+    seconds = chosen.index.to_series().map(per_opt)
     sgd = per_opt.get("sgd", math.nan)
-    ranked = []
-    for opt, lr in chosen.items():
-        runs = [c for c in final if c.tags.get("optimizer") == opt and not c.diverged]
-        test_accs = [r.metrics.get("test/acc") for r in runs]
-        seconds = per_opt[opt]
-        row = {
-            "optimizer": opt,
-            "best lr": f"{lr:g}",
-            "test acc": format_mean_std(test_accs),
-            "final val acc": format_mean_std([r.final("val/acc") for r in runs]),
-            "seeds": str(len(runs)),
-            "epoch s": f"{seconds:.2f}" if math.isfinite(seconds) else "–",
-            "epoch time vs sgd": f"{seconds / sgd:.2f}x" if sgd > 0 and math.isfinite(seconds / sgd) else "–",
-        }
-        ranked.append((mean_std(test_accs)[0], row))
-    # Rank by the numeric mean: the formatted cell sorts "–" (every seed diverged) above any number.
-    ranked.sort(key=lambda pair: descending(pair[0]))
-    rows = [row for _, row in ranked]
-    grid_rows = [{"optimizer": c.tags.get("optimizer"), "lr": f"{c.lr:g}",
-                  "final val acc": "diverged" if c.diverged else f"{c.final('val/acc'):.4f}"} for c in tune]
+    vs_sgd = seconds / sgd if sgd > 0 else seconds * math.nan
+    by_opt = final[~final["diverged"]].groupby("optimizer", dropna=False)
+    table = pd.DataFrame({
+        "optimizer": chosen.index,
+        "best lr": chosen.map("{:g}".format),
+        "test acc": by_opt["test_acc"].agg(format_mean_std),
+        "final val acc": by_opt["acc"].agg(format_mean_std),
+        "seeds": by_opt.size().astype(str),
+        "epoch s": seconds.map(lambda s: format_value(s, 2)),
+        "epoch time vs sgd": vs_sgd.map(lambda r: f"{r:.2f}x" if math.isfinite(r) else "–"),
+    }, index=chosen.index).fillna({"test acc": "–", "final val acc": "–", "seeds": "0"})
+    # Ranked by the numeric mean: every seed diverged ("–") comes last.
+    table = ranked(table, by_opt["test_acc"].mean().reindex(chosen.index)).reset_index(drop=True)
+    grid = pd.DataFrame({"optimizer": tune["optimizer"], "lr": tune["lr"].map("{:g}".format),
+                         "final val acc": tune["acc"].map(format_value).where(~tune["diverged"], "diverged")})
     return [
-        ("Tuned comparison (each optimizer at its best learning rate)",
-         "Stage 2: the learning rate with the best validation accuracy in stage 1, re-run with "
-         "several seeds and tested once.\n\n" + markdown_table(rows), images),
-        ("Learning-rate grid (stage 1, validation only)", markdown_table(grid_rows) if grid_rows else "(none)", []),
+        Section("Tuned comparison (each optimizer at its best learning rate)",
+                "Stage 2: the learning rate with the best validation accuracy in stage 1, re-run with "
+                "several seeds and tested once.", table, figures),
+        Section("Learning-rate grid (stage 1, validation only)", "", grid.reset_index(drop=True), {}),
     ]

@@ -1,145 +1,138 @@
 """The comparison report of a sweep, built from MLflow (the parent's children), never local files.
 
-Per configuration (a run name without its seed) it aggregates over seeds: learning curves against
+Data -> DataFrames -> files. `load_runs` reads the children into two tables (see `runs`); per
+configuration (a run name without its seed) pandas aggregates over seeds: learning curves against
 epoch with a min-max band, final/best validation and test accuracy (mean ± std), final loss, epochs
 and wall seconds to a target accuracy, total time and divergence. Output: PNG plots, a Markdown file,
-a self-contained HTML page and a CSV, written to a folder and logged to the parent run.
+a self-contained HTML page (templates/report.html) and a CSV, written to a folder and logged to the
+parent run.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
-import html
-import math
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightsweep.plots import pyplot, save_figure
+import matplotlib
+import numpy as np
+import pandas as pd
+from jinja2 import Environment, PackageLoader, select_autoescape
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
 from lightsweep.sweeps.benchmark import benchmark_sections, main_table_runs
-# ChildRun and markdown_table are part of this module's interface too (re-exported from `runs`).
-from lightsweep.sweeps.runs import ChildRun, descending, format_mean_std, markdown_table, mean_std
+from lightsweep.sweeps.runs import (CURVE_COLUMNS, RUN_COLUMNS, Section, format_mean_std, format_value, last_values,
+                                    markdown_table, ranked)
 
 CURVES = ("val/loss", "val/acc", "train/loss_epoch")
+LOSSES = ("val/loss", "train/loss_epoch")
+SAVE = {"dpi": 100, "bbox_inches": "tight"}  # the PNGs, on disk and in MLflow
+# mlflow.search_runs' columns (run.to_dictionary() flattened) -> the `runs` table's
+FIELDS = {"info.run_id": "run_id", "info.run_name": "run_name", "info.status": "status", "info.start_time": "start",
+          "info.end_time": "end", "data.tags.lightsweep.config": "config", "data.tags.lightsweep.diverged": "diverged_tag",
+          "data.metrics.test/acc": "test_acc", "data.params.optimizer.lr": "lr", "data.tags.optimizer": "optimizer",
+          "data.tags.stage": "stage"}
 
 
-def _by_epoch(history, epoch_at_step: dict[int, int]) -> tuple[dict[int, float], dict[int, int]]:
-    """Values per epoch; the last value wins (a resumed run may log an epoch again)."""
-    values, stamps = {}, {}
-    for metric in sorted(history, key=lambda m: (m.timestamp, m.step)):
-        epoch = epoch_at_step.get(metric.step, metric.step)
-        values[epoch], stamps[epoch] = metric.value, metric.timestamp
-    return values, stamps
-
-
-def load_children(client, parent_run_id: str) -> list[ChildRun]:
+def load_runs(client, parent_run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The parent's children, oldest first, and their curves: the `runs` and `curves` tables of `runs.py`."""
     parent = client.get_run(parent_run_id)
-    runs = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
-        order_by=["attributes.start_time ASC"],
-        max_results=10000,
+    found = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                               order_by=["attributes.start_time ASC"], max_results=10000)
+    # The frame mlflow.search_runs builds, but from `client`'s store (mlflow.search_runs reads the global one).
+    found = pd.json_normalize([run.to_dictionary() for run in found]).reindex(columns=list(FIELDS)).rename(
+        columns=FIELDS).astype({**dict.fromkeys(FIELDS.values(), "str"), "start": float, "end": float, "test_acc": float})
+    history = pd.DataFrame([{**m.to_dictionary(), "run_id": run_id} for run_id in found["run_id"]
+                            for key in ("epoch", *CURVES) for m in client.get_metric_history(run_id, key)],
+                           columns=["run_id", "key", "step", "value", "timestamp"]).astype({"value": float})
+    # A point's epoch is the `epoch` metric at its step; the last value logged for an epoch wins (a resumed run
+    # may log an epoch again).
+    epochs = history[history["key"] == "epoch"].drop_duplicates(["run_id", "step"], keep="last")
+    curves = history[history["key"] != "epoch"].merge(
+        epochs[["run_id", "step", "value"]].rename(columns={"value": "epoch"}), on=["run_id", "step"], how="left")
+    curves = curves.assign(epoch=curves["epoch"].fillna(curves["step"]).astype(int)).sort_values(
+        ["timestamp", "step"], kind="stable").drop_duplicates(["run_id", "key", "epoch"], keep="last")
+    curves["seconds"] = (curves["timestamp"] - curves["run_id"].map(found.set_index("run_id")["start"])) / 1000
+    unfinite = curves[curves["key"].isin(LOSSES) & ~np.isfinite(curves["value"])]["run_id"]
+    name = found["run_name"].where(found["run_name"].fillna("") != "", found["run_id"].str[:8])
+    runs = found.assign(
+        name=name, label=found["config"].fillna(name), lr=pd.to_numeric(found["lr"].mask(found["lr"] == "null")),
+        diverged=(found["diverged_tag"] == "true") | found["run_id"].isin(unfinite),
+        seconds=((found["end"] - found["start"]) / 1000).where(found["end"] > 0),
     )
-    children = []
-    for run in runs:
-        run_id = run.info.run_id
-        epoch_at_step = {m.step: int(m.value) for m in client.get_metric_history(run_id, "epoch")}
-        curves, val_acc_seconds = {}, {}
-        for key in CURVES:
-            curves[key], stamps = _by_epoch(client.get_metric_history(run_id, key), epoch_at_step)
-            if key == "val/acc":
-                val_acc_seconds = {e: (t - run.info.start_time) / 1000 for e, t in stamps.items()}
-        end = run.info.end_time
-        losses = [v for key in ("val/loss", "train/loss_epoch") for v in curves[key].values()]
-        diverged = run.data.tags.get("lightsweep.diverged") == "true" or any(not math.isfinite(v) for v in losses)
-        name = run.info.run_name or run_id[:8]
-        children.append(ChildRun(
-            run_id=run_id, name=name, label=run.data.tags.get("lightsweep.config", name),
-            status=run.info.status, diverged=diverged,
-            seconds=(end - run.info.start_time) / 1000 if end else None,
-            tags=run.data.tags, params=run.data.params, metrics=run.data.metrics,
-            curves=curves, val_acc_seconds=val_acc_seconds,
-        ))
-    return children
+    runs = runs[list(RUN_COLUMNS)].astype({"diverged": bool, "seconds": float, "lr": float})
+    return runs.reset_index(drop=True), curves[list(CURVE_COLUMNS)].reset_index(drop=True)
 
 
-@dataclass
-class ConfigSummary:
-    label: str
-    runs: list[ChildRun]
-    target_acc: float
-
-    @property
-    def test_acc(self):
-        return mean_std([r.metrics.get("test/acc") for r in self.runs if not r.diverged])
-
-    def score(self, by_test: bool) -> float:
-        if by_test:
-            return self.test_acc[0]
-        return mean_std([r.final("val/acc") for r in self.runs if not r.diverged])[0]
-
-    def _to_target(self, run: ChildRun) -> tuple[int | None, float | None]:
-        for epoch in sorted(run.curves["val/acc"]):
-            if run.curves["val/acc"][epoch] >= self.target_acc:
-                return epoch + 1, run.val_acc_seconds.get(epoch)
-        return None, None
-
-    def row(self) -> dict[str, str]:
-        runs = self.runs
-        ok = [r for r in runs if not r.diverged]
-        reached = [self._to_target(r) for r in ok]
-        hits = [x for x in reached if x[0] is not None]
-        n_div = sum(r.diverged for r in runs)
-        n_failed = sum(r.status == "FAILED" and not r.diverged for r in runs)
-        return {
-            "configuration": self.label,
-            "runs": str(len(runs)),
-            "final val acc": format_mean_std([r.final("val/acc") for r in ok]),
-            "best val acc": format_mean_std([max(r.curves["val/acc"].values(), default=math.nan) for r in ok]),
-            "test acc": format_mean_std([r.metrics.get("test/acc") for r in ok]),
-            "final val loss": format_mean_std([r.final("val/loss") for r in ok]),
-            f"epochs to {self.target_acc:g}": (format_mean_std([h[0] for h in hits], 1) + (f" ({len(hits)}/{len(ok)})" if len(hits) < len(ok) else "")) if hits else "not reached",
-            f"seconds to {self.target_acc:g}": format_mean_std([h[1] for h in hits], 1) if hits else "–",
-            "total s": format_mean_std([r.seconds for r in runs], 1),
-            "diverged": f"yes ({n_div}/{len(runs)})" if n_div else "no",
-            **({"failed": str(n_failed)} if n_failed else {}),
-        }
+def run_stats(runs: pd.DataFrame, curves: pd.DataFrame, target_acc: float) -> pd.DataFrame:
+    """One row per run: its label, numbers (NaN where a run diverged: it never counts), wall seconds, outcome."""
+    acc = curves[curves["key"] == "val/acc"].sort_values("epoch", kind="stable")
+    first_hit = acc[acc["value"] >= target_acc].drop_duplicates("run_id").set_index("run_id")
+    numbers = pd.DataFrame({
+        "final val acc": last_values(runs, curves, "val/acc"),
+        "best val acc": runs["run_id"].map(acc.groupby("run_id")["value"].max()),
+        "test acc": runs["test_acc"],
+        "final val loss": last_values(runs, curves, "val/loss"),
+        "epochs to": runs["run_id"].map(first_hit["epoch"] + 1),
+        "seconds to": runs["run_id"].map(first_hit["seconds"]),
+    }, dtype=float).replace([np.inf, -np.inf], np.nan).where(~runs["diverged"])
+    return numbers.assign(label=runs["label"], seconds=runs["seconds"], diverged=runs["diverged"],
+                          failed=(runs["status"] == "FAILED") & ~runs["diverged"])
 
 
-def summarize(children: list[ChildRun], target_acc: float) -> list[ConfigSummary]:
-    groups: dict[str, list[ChildRun]] = {}
-    for child in children:
-        groups.setdefault(child.label, []).append(child)
-    summaries = [ConfigSummary(label, runs, target_acc) for label, runs in groups.items()]
-    # Ranked by mean test accuracy (validation accuracy for sweeps that do not test, e.g. a search);
-    # configurations without one (diverged, failed) last.
-    by_test = any(s.test_acc[2] for s in summaries)
-    return sorted(summaries, key=lambda s: descending(s.score(by_test)))
+def summarize(stats: pd.DataFrame, target_acc: float) -> pd.DataFrame:
+    """The comparison table: one row per configuration, ranked by mean test accuracy (validation accuracy for
+    sweeps that do not test, e.g. a search); configurations without one (diverged, failed) last."""
+    by = stats.groupby("label", sort=False)
+    n, n_div, n_failed, hits = by.size(), by["diverged"].sum(), by["failed"].sum(), by["epochs to"].count()
+
+    def cells(column: str, digits: int = 4) -> pd.Series:
+        return by[column].agg(format_mean_std, digits).astype(str)  # (str also when there are no runs)
+
+    def of(part: pd.Series, whole: pd.Series) -> pd.Series:
+        return " (" + part.astype(str) + "/" + whole.astype(str) + ")"
+    table = pd.DataFrame({
+        "configuration": n.index, "runs": n.astype(str), "final val acc": cells("final val acc"),
+        "best val acc": cells("best val acc"), "test acc": cells("test acc"), "final val loss": cells("final val loss"),
+        f"epochs to {target_acc:g}": (cells("epochs to", 1) + of(hits, n - n_div).where(hits < n - n_div, "")
+                                      ).where(hits > 0, "not reached"),
+        f"seconds to {target_acc:g}": cells("seconds to", 1).where(hits > 0, "–"),
+        "total s": cells("seconds", 1),
+        "diverged": ("yes" + of(n_div, n)).where(n_div > 0, "no"),
+        "failed": n_failed.astype(str).where(n_failed > 0, ""),
+    }, index=n.index)
+    if not n_failed.any():
+        table = table.drop(columns="failed")
+    score = by["test acc" if stats["test acc"].notna().any() else "final val acc"].mean()
+    return ranked(table, score).reset_index(drop=True)
+
+
+def runs_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "run": runs["name"], "status": runs["status"] + runs["diverged"].map({True: " (diverged)", False: ""}),
+        "test acc": runs["test_acc"].map(format_value),
+        "final val acc": last_values(runs, curves, "val/acc").map(format_value),
+        "seconds": runs["seconds"].map(lambda s: format_value(s, 1) if s else "–"), "run id": runs["run_id"],
+    })
 
 
 # --- plots --------------------------------------------------------------------------------------
-def plot_curves(summaries: list[ConfigSummary], path: Path) -> Path:
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+def plot_curves(runs: pd.DataFrame, curves: pd.DataFrame, order: pd.Series) -> Figure:
+    """Each configuration's mean curve over its seeds (not diverged), in `order`, with a min-max band."""
+    points = curves[np.isfinite(curves["value"])].merge(runs.loc[~runs["diverged"], ["run_id", "label"]], on="run_id")
+    points["label"] = pd.Categorical(points["label"], categories=list(order))
+    band = points.groupby(["label", "key", "epoch"], observed=True)["value"].agg(["mean", "min", "max"])
+    fig = Figure(figsize=(17, 4.8))
+    axes = fig.subplots(1, 3)
+    colors = matplotlib.colormaps["tab20" if len(order) > 10 else "tab10"]
+    for (label, key), line in band.groupby(level=["label", "key"], observed=True):
+        ax, color = axes[CURVES.index(key)], colors(list(order).index(label) % colors.N)
+        x = line.index.get_level_values("epoch") + 1
+        ax.plot(x, line["mean"], color=color, label=label, linewidth=1.5, marker="o", markersize=2.5)
+        ax.fill_between(x, line["min"], line["max"], color=color, alpha=0.15)
     titles = {"val/loss": "validation loss", "val/acc": "validation accuracy", "train/loss_epoch": "training loss"}
-    colors = plt.get_cmap("tab20" if len(summaries) > 10 else "tab10")
-    for i, summary in enumerate(summaries):
-        color = colors(i % colors.N)
-        for ax, key in zip(axes, CURVES):
-            epochs = sorted({e for r in summary.runs if not r.diverged for e in r.curves[key]})
-            points = [[r.curves[key][e] for r in summary.runs if not r.diverged and e in r.curves[key]] for e in epochs]
-            points = [[v for v in p if math.isfinite(v)] for p in points]
-            keep = [(e, p) for e, p in zip(epochs, points) if p]
-            if not keep:
-                continue
-            x = [e + 1 for e, _ in keep]
-            ax.plot(x, [statistics.fmean(p) for _, p in keep], color=color, label=summary.label, linewidth=1.5,
-                    marker="o", markersize=2.5)
-            ax.fill_between(x, [min(p) for _, p in keep], [max(p) for _, p in keep], color=color, alpha=0.15)
-    from matplotlib.ticker import MaxNLocator
-
     for ax, key in zip(axes, CURVES):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{titles[key]} (mean, band: min–max over seeds)")
@@ -148,35 +141,35 @@ def plot_curves(summaries: list[ConfigSummary], path: Path) -> Path:
         if key.endswith("loss"):
             ax.set_yscale("log")
     if axes[-1].get_legend_handles_labels()[0]:
-        axes[-1].legend(fontsize=7, loc="upper right", ncol=1 + len(summaries) // 12)
-    return save_figure(fig, path, dpi=100)
+        axes[-1].legend(fontsize=7, loc="upper right", ncol=1 + len(order) // 12)
+    return fig
 
 
-def plot_test_accuracy(summaries: list[ConfigSummary], path: Path) -> Path:
-    plt = pyplot()
-    ranked = [s for s in summaries if s.test_acc[2]]
-    fig, ax = plt.subplots(figsize=(8, 0.45 * max(len(ranked), 2) + 1.2))
-    means = [s.test_acc[0] for s in ranked]
-    stds = [s.test_acc[1] for s in ranked]
-    y = list(range(len(ranked)))[::-1]
-    ax.barh(y, means, xerr=stds, color="#4c72b0", alpha=0.85, capsize=3)
-    for yi, mean in zip(y, means):
+def plot_test_accuracy(stats: pd.DataFrame, order: pd.Series) -> Figure:
+    acc = stats.groupby("label")["test acc"]
+    tested = pd.DataFrame({"mean": acc.mean(), "std": acc.std(ddof=0).fillna(0.0), "n": acc.count()}).reindex(order)
+    tested = tested[tested["n"] > 0]
+    fig = Figure(figsize=(8, 0.45 * max(len(tested), 2) + 1.2))
+    ax = fig.subplots()
+    y = list(range(len(tested)))[::-1]
+    ax.barh(y, tested["mean"], xerr=tested["std"], color="#4c72b0", alpha=0.85, capsize=3)
+    for yi, mean in zip(y, tested["mean"]):
         ax.text(mean, yi, f" {mean:.4f}", va="center", fontsize=8)
-    ax.set_yticks(y, [s.label for s in ranked], fontsize=8)
-    if means:
-        low = min(m - s for m, s in zip(means, stds))
-        ax.set_xlim(max(0.0, low - 0.05), min(1.0, max(means) + 0.05))
+    ax.set_yticks(y, tested.index, fontsize=8)
+    if len(tested):
+        ax.set_xlim(max(0.0, (tested["mean"] - tested["std"]).min() - 0.05), min(1.0, tested["mean"].max() + 0.05))
     ax.set_xlabel("test accuracy (mean ± std over seeds)")
     ax.set_title("Ranked test accuracy")
     ax.grid(axis="x", alpha=0.3)
-    return save_figure(fig, path, dpi=100)
+    return fig
 
 
 # --- documents ----------------------------------------------------------------------------------
 @dataclass
 class Report:
     folder: Path
-    files: list[Path]
+    documents: list[Path]  # report.md, report.html, summary.csv
+    figures: dict[str, Figure]  # also saved as `folder / f"{name}.png"`
     table: str
     n_runs: int
     n_failed: int
@@ -185,81 +178,42 @@ class Report:
 
 def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0.85,
                  extra_sections=None) -> Report:
-    """Build every report file into `folder`; `extra_sections(children, folder)` may add (title, markdown, images)."""
+    """Build every report file into `folder`; `extra_sections(runs, curves)` may add `Section`s."""
     folder.mkdir(parents=True, exist_ok=True)
     parent = client.get_run(parent_run_id)
-    children = load_children(client, parent_run_id)
-    summaries = summarize(main_table_runs(children), target_acc)
-    rows = [s.row() for s in summaries]
-    table = markdown_table(rows) if rows else "(no runs)"
-    images = []
-    if summaries:
-        images = [plot_curves(summaries, folder / "learning_curves.png"),
-                  plot_test_accuracy(summaries, folder / "test_accuracy.png")]
-    sections = list(extra_sections(children, folder)) if extra_sections else []
+    runs, curves = load_runs(client, parent_run_id)
+    main = main_table_runs(runs)
+    stats = run_stats(main, curves, target_acc)
+    summary = summarize(stats, target_acc)
+    order = summary["configuration"]
+    plots = {"learning_curves": plot_curves(main, curves, order),
+             "test_accuracy": plot_test_accuracy(stats, order)} if len(summary) else {}
+    sections = [Section("Comparison (ranked by test accuracy, or validation accuracy without a test)", "", summary, plots),
+                *(extra_sections(runs, curves) if extra_sections else []),
+                Section("Runs", "", runs_table(runs, curves), {})]
+    figures = {name: fig for section in sections for name, fig in section.figures.items()}
+    for name, fig in figures.items():
+        fig.savefig(folder / f"{name}.png", **SAVE)
 
-    n_failed = sum(c.status == "FAILED" for c in children)
-    n_diverged = sum(c.diverged for c in children)
+    n_failed, n_diverged = int((runs["status"] == "FAILED").sum()), int(runs["diverged"].sum())
     title = f"Sweep report: {parent.info.run_name}"
     end = parent.info.end_time or time.time() * 1000
-    intro = (f"{len(children)} runs, {n_failed} failed ({n_diverged} diverged); sweep wall time "
+    intro = (f"{len(runs)} runs, {n_failed} failed ({n_diverged} diverged); sweep wall time "
              f"{(end - parent.info.start_time) / 1000:.0f} s. Parent run `{parent_run_id}`. "
              f"Target accuracy for 'epochs/seconds to': {target_acc:g} (validation).")
-    md = [f"# {title}", "", intro, "", "## Comparison (ranked by test accuracy, or validation accuracy without a test)", "", table, ""]
-    md += [f"![{p.stem}]({p.name})" for p in images]
-    for heading, text, extra_images in sections:
-        md += ["", f"## {heading}", "", text, ""] + [f"![{p.stem}]({p.name})" for p in extra_images]
-        images += extra_images
-    md += ["", "## Runs", "", markdown_table([
-        {"run": c.name, "status": c.status + (" (diverged)" if c.diverged else ""),
-         "test acc": f"{c.metrics['test/acc']:.4f}" if "test/acc" in c.metrics else "–",
-         "final val acc": f"{c.final('val/acc'):.4f}", "seconds": f"{c.seconds:.1f}" if c.seconds else "–",
-         "run id": c.run_id} for c in children]) if children else "(none)"]
-    md_path = folder / "report.md"
-    md_path.write_text("\n".join(md) + "\n")
-
-    csv_path = folder / "summary.csv"
-    with open(csv_path, "w", newline="") as fh:
-        if rows:
-            writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
-            writer.writeheader()
-            writer.writerows(rows)
-
-    html_path = folder / "report.html"
-    html_path.write_text(_html(title, intro, rows, images, sections, children))
-    return Report(folder, [md_path, html_path, csv_path, *images], table, len(children), n_failed, n_diverged)
-
-
-def _html_table(rows: list[dict[str, str]]) -> str:
-    if not rows:
-        return "<p>(none)</p>"
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in columns) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"></figure>'
-
-
-def _html(title, intro, rows, images, sections, children) -> str:
-    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}"
-             "table{border-collapse:collapse;font-size:13px;margin:1em 0}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f3f3f3}"
-             "img{max-width:100%}figure{margin:1em 0}")
-    main_images = [p for p in images if p.name in ("learning_curves.png", "test_accuracy.png")]
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>",
-             "<h2>Comparison (ranked by test accuracy, or validation accuracy without a test)</h2>", _html_table(rows), *map(_img, main_images)]
-    for heading, text, extra_images in sections:
-        parts += [f"<h2>{html.escape(heading)}</h2><pre>{html.escape(text)}</pre>", *map(_img, extra_images)]
-    parts += ["<h2>Runs</h2>", _html_table([
-        {"run": c.name, "status": c.status + (" (diverged)" if c.diverged else ""),
-         "test acc": f"{c.metrics['test/acc']:.4f}" if "test/acc" in c.metrics else "–", "run id": c.run_id}
-        for c in children]), "</body></html>"]
-    return "\n".join(parts)
+    md = [f"# {title}", "", intro]
+    for section in sections:
+        md += ["", f"## {section.title}", "", *([section.text, ""] if section.text else []), markdown_table(section.table)]
+        md += ["", *(f"![{name}]({name}.png)" for name in section.figures)] if section.figures else []
+    (folder / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    summary.to_csv(folder / "summary.csv", index=False, lineterminator="\r\n")  # CSV's own line ends (RFC 4180)
+    images = {name: base64.b64encode((folder / f"{name}.png").read_bytes()).decode() for name in figures}
+    page = Environment(loader=PackageLoader("lightsweep.sweeps"), autoescape=select_autoescape()).get_template("report.html")
+    (folder / "report.html").write_text(page.render(title=title, intro=intro, sections=sections, images=images),
+                                         encoding="utf-8")
+    table = markdown_table(summary) if len(summary) else "(no runs)"
+    documents = [folder / "report.md", folder / "report.html", folder / "summary.csv"]
+    return Report(folder, documents, figures, table, len(runs), n_failed, n_diverged)
 
 
 def find_sweep(client, sweep: str, experiment_name: str | None = None) -> str:
@@ -287,8 +241,10 @@ def find_sweep(client, sweep: str, experiment_name: str | None = None) -> str:
 def publish_report(client, parent_run_id: str, folder: Path, target_acc: float) -> Report:
     """Write the report to `folder`, log it to the parent run under `report/`, print the table."""
     report = write_report(client, parent_run_id, folder, target_acc, extra_sections=benchmark_sections)
-    for path in report.files:
+    for path in report.documents:
         client.log_artifact(parent_run_id, str(path), "report")
+    for name, fig in report.figures.items():
+        client.log_figure(parent_run_id, fig, f"report/{name}.png", save_kwargs=SAVE)
     print(f"\n{report.table}\n")
     print(f"{report.n_runs} jobs, {report.n_failed} failed ({report.n_diverged} diverged). "
           f"Report: {report.folder / 'report.html'}")

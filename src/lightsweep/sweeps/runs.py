@@ -1,5 +1,7 @@
-"""A sweep's child runs as the reports see them, and the pure helpers that aggregate and tabulate them.
+"""A sweep's child runs as the reports see them (two DataFrames), and the helpers that aggregate and tabulate them.
 
+`runs`: one row per child run, columns RUN_COLUMNS. `curves`: one row per run, metric and epoch (the last
+value logged for that epoch), columns CURVE_COLUMNS, `seconds` counted from the run's start.
 Shared by `report` (the comparison report) and `benchmark` (its optimizer-benchmark sections), so
 that neither has to import the other to reach them.
 """
@@ -7,41 +9,33 @@ that neither has to import the other to reach them.
 from __future__ import annotations
 
 import math
-import statistics
-from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import pandas as pd
+
+RUN_COLUMNS = ("run_id", "name", "label", "status", "diverged", "seconds", "test_acc", "lr", "optimizer", "stage")
+CURVE_COLUMNS = ("run_id", "key", "epoch", "value", "seconds")
 
 
-@dataclass
-class ChildRun:
-    run_id: str
-    name: str
-    label: str
-    status: str
-    diverged: bool
-    seconds: float | None
-    tags: dict
-    params: dict
-    metrics: dict
-    curves: dict[str, dict[int, float]] = field(default_factory=dict)
-    # seconds from run start to each epoch's val/acc point
-    val_acc_seconds: dict[int, float] = field(default_factory=dict)
+class Section(NamedTuple):
+    """A part of the report: a heading, a paragraph, a table and the figures under it (name -> Figure)."""
 
-    @property
-    def lr(self) -> float | None:
-        value = self.params.get("optimizer.lr")
-        return float(value) if value not in (None, "null") else None
+    title: str
+    text: str
+    table: pd.DataFrame
+    figures: dict
 
-    def final(self, key: str) -> float:
-        curve = self.curves.get(key) or {}
-        return curve[max(curve)] if curve else math.nan
+
+def last_values(runs: pd.DataFrame, curves: pd.DataFrame, key: str) -> pd.Series:
+    """Each run's `key` at its last epoch (NaN: never logged), aligned with `runs`."""
+    points = curves[curves["key"] == key].sort_values("epoch", kind="stable")
+    return runs["run_id"].map(points.drop_duplicates("run_id", keep="last").set_index("run_id")["value"]).astype(float)
 
 
 def mean_std(values) -> tuple[float, float, int]:
     """Mean, population std and count of the finite values (None and NaN are skipped); NaN, NaN, 0 if none."""
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    if not finite:
-        return math.nan, math.nan, 0
-    return statistics.fmean(finite), statistics.pstdev(finite) if len(finite) > 1 else 0.0, len(finite)
+    finite = pd.Series(values, dtype=float).replace([math.inf, -math.inf], math.nan).dropna()
+    return finite.mean(), finite.std(ddof=0), len(finite)
 
 
 def format_mean_std(values, digits: int = 4) -> str:
@@ -52,13 +46,22 @@ def format_mean_std(values, digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
 
 
-def descending(value: float) -> float:
-    """Sort key: highest first, NaN/inf (nothing finite to rank by: diverged, failed, untested) last."""
-    return -value if math.isfinite(value) else math.inf
+def format_value(value, digits: int = 4) -> str:
+    """One number, `–` where there is none (missing or not finite)."""
+    return f"{value:.{digits}f}" if value is not None and math.isfinite(value) else "–"
 
 
-def markdown_table(rows: list[dict[str, str]]) -> str:
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(row.get(c, "") for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
+def ranked(table: pd.DataFrame, score) -> pd.DataFrame:
+    """Rows by `score` (a column aligned with them), highest first; NaN/inf (nothing finite to rank by:
+    diverged, failed, untested) last; ties keep their order."""
+    score = pd.Series(score, index=table.index, dtype=float).replace([math.inf, -math.inf], math.nan)
+    return table.loc[score.sort_values(ascending=False, na_position="last", kind="stable").index]
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A pipe table of the cells as they are (missing cells empty); `(none)` without rows."""
+    if table.empty:
+        return "(none)"
+    cells = table.astype(object).fillna("").astype(str)
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)])
