@@ -16,6 +16,8 @@ def build(cfg: DictConfig, run=None, tested: bool = True):
     from pytorch_lightning.callbacks import ProgressBar
 
     from lightsweep.callbacks import EpochHistory, RandomState, RunArtifacts, SignalCheck
+    from lightsweep.tracking.models import logs_own_model
+    from lightsweep.tracking.setup import hydra_choices
 
     limit_threads(cfg.get("threads"))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -34,7 +36,9 @@ def build(cfg: DictConfig, run=None, tested: bool = True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     # What spawned DDP workers need comes in the callbacks' arguments: Hydra's config is not set there.
     plot_dir = os.path.join(str(cfg.paths.output_dir), "plots")
-    callbacks += [EpochHistory(), RandomState(), SignalCheck(), RunArtifacts(plot_dir, tested=tested)]
+    artifacts = RunArtifacts(plot_dir, tested=tested, log_model=logs_own_model(cfg),
+                             data_name=hydra_choices(cfg).get("data"))
+    callbacks += [EpochHistory(), RandomState(), SignalCheck(), artifacts]
     logger = False
     if run is not None:
         logger = instantiate(cfg, "logger.mlflow", run_id=run.run_id, tracking_uri=run.tracking_uri)

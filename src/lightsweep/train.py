@@ -56,10 +56,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def check_config(cfg: DictConfig, in_sweep: bool) -> None:
+    from lightsweep.tracking.models import check_log_models
     from lightsweep.tracking.setup import resume_request
 
     choose_binary_task(cfg)
     validate(cfg)
+    check_log_models(cfg)
     if resume_request(cfg) is None:
         return
     if in_sweep:

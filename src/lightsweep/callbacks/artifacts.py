@@ -1,7 +1,9 @@
-"""A run's plots and best checkpoint, stored by the process that trained, before the run can end."""
+"""A run's plots, best checkpoint, data sets and MLflow model, stored by the process that trained,
+before the run can end."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -11,18 +13,48 @@ from lightsweep.callbacks.history import EpochHistory
 
 
 class RunArtifacts(pl.Callback):
-    """Draws the plots and uploads them and the best checkpoint to the MLflow run (global rank 0).
+    """Draws the plots and uploads them and the best checkpoint to the MLflow run (global rank 0);
+    logs the data sets as the run's inputs and, with `log_model`, the run's MLflow model.
 
     Lightning callbacks run in the processes that train, spawned DDP workers included, so nothing
-    has to come back to the main process: when fit ends, the learning curves and the best
-    checkpoint; when the test ends, the confusion matrix and the model's plots (weight templates,
-    decision boundary) of the tested weights. Without a test (`tested=False`, or a diverged run,
-    which is not tested), the model's plots are drawn when fit ends. Files also stay in `plot_dir`.
+    has to come back to the main process: when fit starts, the train/validation/test data sets;
+    when fit ends, the learning curves and the best checkpoint; when the test ends, the confusion
+    matrix, the most confident mistakes (image data) and the model's plots (weight templates,
+    decision boundary) of the tested weights, then the MLflow model of those weights (the best
+    checkpoint's). Without a test (`tested=False`, or a diverged run, which is not tested), the
+    model's plots are drawn when fit ends, and the model (not for a diverged run) is logged from the
+    best checkpoint file. Files also stay in `plot_dir`.
+
+    Its checkpoint state is the model's input spec (raw sample format, normalisation, an input
+    example): what it takes to log the model later from the best checkpoint alone (a sweep's best
+    child, at the sweep's end).
     """
 
-    def __init__(self, plot_dir: str, tested: bool = True):
+    def __init__(self, plot_dir: str, tested: bool = True, log_model: bool = True, data_name: str | None = None):
         self.plot_dir = Path(plot_dir)
         self.tested = tested
+        self.log_model = log_model
+        self.data_name = data_name
+        self.spec = None
+        self.datasets: dict = {}
+
+    def state_dict(self) -> dict:
+        return self.spec.state() if self.spec is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass  # the spec is taken from the data again when fit starts
+
+    def on_fit_start(self, trainer, pl_module):
+        from lightsweep.tracking.datasets import log_datasets
+        from lightsweep.tracking.models import InputSpec
+
+        datamodule = trainer.datamodule
+        if datamodule is None or "val" not in getattr(datamodule, "tensors", {}):
+            return
+        self.spec = InputSpec.from_training(datamodule, pl_module)
+        if trainer.is_global_zero:
+            for logger in _mlflow_loggers(trainer):
+                self.datasets = log_datasets(logger.experiment, logger.run_id, datamodule, self.data_name)
 
     def on_fit_end(self, trainer, pl_module):
         if not trainer.is_global_zero:
@@ -44,6 +76,8 @@ class RunArtifacts(pl.Callback):
                 logger.experiment.log_artifact(logger.run_id, checkpoint.best_model_path, "checkpoints")
             if diverged:
                 logger.experiment.set_tag(logger.run_id, "lightsweep.diverged", "true")
+        if not self.tested and not diverged:
+            self._log_model(trainer, pl_module, best_checkpoint=checkpoint.best_model_path if checkpoint else None)
 
     def on_test_end(self, trainer, pl_module):
         if not trainer.is_global_zero:
@@ -55,9 +89,51 @@ class RunArtifacts(pl.Callback):
         if confusion is not None:
             names = trainer.datamodule.class_names
             paths.append(plots.confusion_matrix(confusion, names, self.plot_dir / "confusion_matrix.png"))
+        if trainer.datamodule.image_shape and (grid := self._mistakes(trainer, pl_module)) is not None:
+            paths.append(grid)
         for logger in _mlflow_loggers(trainer):
             for path in paths:
                 logger.experiment.log_artifact(logger.run_id, str(path), "plots")
+        self._log_model(trainer, pl_module)
+
+    def _log_model(self, trainer, pl_module, best_checkpoint: str | None = None) -> None:
+        """The run's MLflow model: the module's weights (the tested best), or the best checkpoint's."""
+        if not self.log_model or self.spec is None:
+            return
+        import copy
+
+        import torch
+
+        from lightsweep.tracking.models import log_model
+
+        net = pl_module.net
+        if best_checkpoint:
+            state = torch.load(best_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+            net = copy.deepcopy(net).cpu()
+            net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
+        for logger in _mlflow_loggers(trainer):
+            logger.save()  # the test metrics are still queued: the model links them
+            log_model(logger.experiment, logger.run_id, net, self.spec, self.datasets)
+
+    def _mistakes(self, trainer, pl_module) -> Path | None:
+        """The grid of the most confident mistakes on the tested part of the test split."""
+        import torch
+
+        from lightsweep import plots
+        from lightsweep.tracking.datasets import to_raw
+
+        datamodule = trainer.datamodule
+        x, y = datamodule.tensors["test"]
+        batches = sum(trainer.num_test_batches) if trainer.num_test_batches else 0
+        n = min(len(x), int(batches * datamodule.eval_batch_size)) if math.isfinite(batches) and batches else len(x)
+        x, y = x[:n], y[:n]
+        with torch.no_grad():
+            logits = torch.cat([pl_module(x[i : i + 4096].to(pl_module.device)).float().cpu()
+                                for i in range(0, n, 4096)])
+        probabilities = logits.sigmoid() if logits.ndim == 1 else logits.softmax(dim=1)
+        images = to_raw(datamodule, x).reshape(n, *datamodule.image_shape)
+        return plots.misclassified(images, y.cpu().numpy(), probabilities.numpy(),
+                                   datamodule.class_names, self.plot_dir / "misclassified.png")
 
     def _model_plots(self, trainer, pl_module) -> list[Path]:
         import torch

@@ -1,0 +1,147 @@
+"""A run's data sets as MLflow inputs (the UI's Dataset column), and its samples as a model sees them.
+
+Train, validation and test are logged with `MlflowClient.log_inputs` (never `mlflow.log_input`,
+which starts a run of its own when none is active), each with a name (`fashion_mnist-train`), its
+source (the files or the code that made it), a digest and a context (training, validation, test).
+The digest is MLflow's kind (a sample, not every byte): an md5 of the split's labels and shape, an
+evenly spaced sample of its images, the class selection, the split seed and the source; the same
+data split the same way gets the same digest in every run, on every machine.
+
+"Raw" samples are what the data set stores before lightsweep normalises them: Fashion-MNIST and
+MNIST uint8 pixels (N, 28, 28); the scikit-learn sets and xor float features (N, D) (digits: its
+64 pixel values 0..16). A logged model takes these (its normalisation is inside it); `to_raw`
+recovers them from the DataModule's normalised tensors (exactly for uint8: the normalisation is
+undone and rounded; floats to a few ulps).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")  # the DataModule's tensor keys
+CONTEXT = {"train": "training", "val": "validation", "test": "test"}
+SPLIT_NAME = {"train": "train", "val": "validation", "test": "test"}
+DIGEST_SAMPLES = 2000  # samples hashed per split (all labels are)
+
+
+@dataclass(frozen=True)
+class RawFormat:
+    """How a data set stores one sample: dtype, shape, and the divisor that gives [0, 1] pixels."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    scale: float | None = None
+
+    def describe(self) -> str:
+        return f"{self.dtype} (N, {', '.join(map(str, self.shape))})"
+
+
+def raw_format(datamodule) -> RawFormat:
+    from lightsweep.data.idx import IDXImageDataModule
+
+    if isinstance(datamodule, IDXImageDataModule):
+        # IDX pixels, divided by 255 before normalising.
+        return RawFormat("uint8", tuple(int(d) for d in datamodule.image_shape), 255.0)
+    return RawFormat("float32", (int(datamodule.input_dim),))
+
+
+def to_raw(datamodule, x) -> np.ndarray:
+    """Normalised features (N, D), any device -> the samples as the data set stores them."""
+    import torch
+
+    fmt = raw_format(datamodule)
+    x = x.detach().to("cpu", torch.float32) * _cpu(datamodule.std) + _cpu(datamodule.mean)
+    if fmt.dtype == "uint8":
+        x = (x * fmt.scale).round_().clamp_(0, 255).to(torch.uint8)
+    return x.reshape(len(x), *fmt.shape).numpy()
+
+
+def _cpu(value):
+    """A DataModule's mean/std: one float (images), or a tensor of one value per feature."""
+    return value.detach().to("cpu") if hasattr(value, "detach") else value
+
+
+def data_name(datamodule, choice: str | None = None) -> str:
+    """The data config's name (`fashion_mnist`), else the data set's own."""
+    return choice or str(getattr(datamodule, "dataset", type(datamodule).__name__)).lower()
+
+
+def source_of(datamodule) -> tuple[str, dict]:
+    """(source type, source) of a data set, as MLflow's dataset sources write them: the local files
+    it was read from, or the code that made it (a scikit-learn loader and its arguments)."""
+    from lightsweep.data.idx import IDXImageDataModule
+
+    if isinstance(datamodule, IDXImageDataModule):
+        return "local", {"uri": Path(datamodule.raw_dir).resolve().as_uri()}
+    loader = getattr(datamodule, "loader", None)
+    if loader is not None:
+        func = getattr(loader, "func", loader)
+        kwargs = ", ".join(f"{k}={v!r}" for k, v in sorted(getattr(loader, "keywords", {}).items()))
+        name = f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', repr(func))}({kwargs})"
+    else:
+        name = f"{type(datamodule).__module__}.{type(datamodule).__qualname__}"
+    return "code", {"tags": {"mlflow.source.name": name}}
+
+
+def digest(datamodule, split: str) -> str:
+    """md5 of the split's labels, shape, class selection, split seed and source; for uint8 data sets
+    also of an evenly spaced sample of its images (recovered exactly). Float samples are left out:
+    undoing the normalisation is exact only to a few ulps, and their source names what made them."""
+    import torch
+
+    x, y = datamodule.tensors[split]
+    fmt = raw_format(datamodule)
+    h = hashlib.md5()
+    selection = {"classes": datamodule.classes, "positive_class": datamodule.positive_class,
+                 "split_seed": datamodule.split_seed, "val_size": datamodule.val_size, "split": split}
+    source_type, source = source_of(datamodule)
+    origin = source if source_type == "code" else getattr(datamodule, "dataset", "")  # no local paths
+    h.update(json.dumps([fmt.dtype, fmt.shape, len(y), selection, origin], default=str).encode())
+    h.update(y.detach().to("cpu").numpy().astype("<i8").tobytes())
+    if fmt.dtype == "uint8":
+        rows = np.unique(np.linspace(0, len(y) - 1, min(len(y), DIGEST_SAMPLES)).astype(np.int64))
+        h.update(to_raw(datamodule, x.index_select(0, torch.as_tensor(rows, device=x.device))).tobytes())
+    return h.hexdigest()[:12]
+
+
+def split_datasets(datamodule, choice: str | None = None) -> dict[str, object]:
+    """{split: mlflow.entities.Dataset} for the DataModule's train, val and test tensors."""
+    from mlflow.data.schema import TensorDatasetSchema
+    from mlflow.entities import Dataset
+    from mlflow.types import Schema, TensorSpec
+
+    fmt = raw_format(datamodule)
+    name = data_name(datamodule, choice)
+    source_type, source = source_of(datamodule)
+    schema = TensorDatasetSchema(
+        features=Schema([TensorSpec(np.dtype(fmt.dtype), (-1, *fmt.shape), "features")]),
+        targets=Schema([TensorSpec(np.dtype(np.int64), (-1,), "targets")]),
+    )
+    out = {}
+    for split in SPLITS:
+        if split not in datamodule.tensors:
+            continue
+        y = datamodule.tensors[split][1]
+        profile = {"num_rows": len(y), "classes": datamodule.class_names, "split_seed": datamodule.split_seed}
+        out[split] = Dataset(
+            name=f"{name}-{SPLIT_NAME[split]}", digest=digest(datamodule, split), source_type=source_type,
+            source=json.dumps(source), schema=json.dumps(schema.to_dict()), profile=json.dumps(profile),
+        )
+    return out
+
+
+def log_datasets(client, run_id: str, datamodule, choice: str | None = None) -> dict[str, object]:
+    """Log train, validation and test as the run's inputs (an existing input is not duplicated)."""
+    from mlflow.entities import DatasetInput, InputTag
+
+    datasets = split_datasets(datamodule, choice)
+    client.log_inputs(run_id, datasets=[
+        DatasetInput(dataset, tags=[InputTag("mlflow.data.context", CONTEXT[split])])
+        for split, dataset in datasets.items()
+    ])
+    return datasets

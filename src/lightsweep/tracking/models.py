@@ -1,0 +1,388 @@
+"""MLflow Models: each run's servable model, a sweep's best run, and the Model Registry.
+
+A run's model is an MLflow 3 LoggedModel (the UI's Models column) of its best checkpoint's weights,
+in the `pytorch` flavour saved as pt2 (`torch.export`): it loads with `mlflow.pyfunc.load_model` or
+`mlflow.pytorch.load_model` without lightsweep, and without unpickling code. It takes the samples as
+the data set stores them (Fashion-MNIST: uint8 (N, 28, 28); see tracking.datasets) and returns class
+probabilities (N, K), or the positive class's probability (N,) for a binary (one-logit) model: the
+normalisation with the training split's statistics is inside it. It has a signature and an input
+example, the run's params, and is linked to the run (an output at the best checkpoint's step) and
+to its metrics: validation and training at the best checkpoint's epoch, test at the end, each with
+its data set.
+
+Who logs it: a single run, from the process that trained (callbacks.RunArtifacts, global rank 0),
+once, after the test (the module then holds the tested best weights) and before the run can end.
+In a sweep (`log_models=best`, the default) the children only keep what it takes (the checkpoint,
+and the input spec inside it), and the sweep's end logs the best child's model from its best
+checkpoint (`log_from_checkpoint`); `log_models=all` makes every child log its own, `none` no one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lightsweep.errors import LightsweepError
+
+LOG_MODELS = ("best", "all", "none")
+CHAMPION = "champion"
+EXAMPLE_ROWS = 4  # the input example: >= 2 rows, so the exported batch size stays free
+BEST_KEYS = ("val/acc", "val/loss", "train/acc", "train/loss_epoch")  # at the best checkpoint's step
+FINAL_KEYS = ("test/acc", "test/loss")  # at their last step
+SPEC_STATE = "RunArtifacts"  # the callback whose checkpoint state holds the input spec
+DATASET_OF = {"train/": "train", "val/": "val", "test/": "test"}
+
+
+def check_log_models(cfg) -> None:
+    value = cfg.get("log_models", "best")
+    if str(value) not in LOG_MODELS:
+        raise LightsweepError(
+            f"log_models={value} is not one of {', '.join(LOG_MODELS)}: best (a single run's model, a "
+            "sweep's best child's), all (every run's) or none"
+        )
+
+
+def logs_own_model(cfg) -> bool:
+    """Whether this run logs its model itself: a single run unless log_models=none; in a sweep only
+    with log_models=all (by default the sweep logs its best child's at its end)."""
+    from lightsweep.sweeps.context import current_job
+
+    mode = str(cfg.get("log_models", "best"))
+    if mode != "best":
+        return mode == "all"
+    job = current_job()
+    return job is None or job.sweep is None
+
+
+# --- what the model takes and returns ------------------------------------------------------------
+
+
+@dataclass
+class InputSpec:
+    """What a logged model needs besides the network: the raw sample format and the normalisation."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    scale: float | None
+    mean: object  # a float (one for all pixels), or a tensor with one value per feature
+    std: object
+    class_names: list[str]
+    binary: bool
+    example: np.ndarray  # EXAMPLE_ROWS raw samples
+
+    @classmethod
+    def from_training(cls, datamodule, pl_module) -> InputSpec:
+        from lightsweep.tracking.datasets import raw_format, to_raw
+
+        fmt = raw_format(datamodule)
+        x = datamodule.tensors["val"][0][:EXAMPLE_ROWS]
+        return cls(fmt.dtype, tuple(fmt.shape), fmt.scale, _statistic(datamodule.mean), _statistic(datamodule.std),
+                   list(datamodule.class_names), is_binary(pl_module), to_raw(datamodule, x))
+
+    def state(self) -> dict:
+        """For a checkpoint: only what `torch.load(weights_only=True)` reads back."""
+        import torch
+
+        return {"dtype": self.dtype, "shape": list(self.shape), "scale": self.scale, "mean": self.mean,
+                "std": self.std, "class_names": list(self.class_names), "binary": self.binary,
+                "example": torch.from_numpy(np.ascontiguousarray(self.example))}
+
+    @classmethod
+    def from_state(cls, state: dict) -> InputSpec:
+        return cls(state["dtype"], tuple(state["shape"]), state["scale"], state["mean"], state["std"],
+                   list(state["class_names"]), bool(state["binary"]), state["example"].numpy())
+
+    @property
+    def outputs(self) -> tuple[int, ...]:
+        return (-1,) if self.binary else (-1, len(self.class_names))
+
+    def signature(self):
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
+
+        return ModelSignature(inputs=Schema([TensorSpec(np.dtype(self.dtype), (-1, *self.shape))]),
+                              outputs=Schema([TensorSpec(np.dtype(np.float32), self.outputs)]))
+
+
+def _statistic(value):
+    if hasattr(value, "detach"):
+        import torch
+
+        return value.detach().to("cpu", torch.float32).clone()
+    return float(value)
+
+
+def is_binary(pl_module) -> bool:
+    """A one-logit model (logistic regression): it outputs the positive class's probability."""
+    return bool(getattr(pl_module, "binary", False))
+
+
+def serving_module(net, spec: InputSpec):
+    """The plain torch module that is exported: raw samples -> normalisation -> net -> probabilities."""
+    import torch
+    from torch import nn
+
+    class LightsweepClassifier(nn.Module):
+        """Raw samples (N, ...) -> class probabilities (N, K), or (N,) for a binary model."""
+
+        def __init__(self):
+            super().__init__()
+            self.net = net
+            for name in ("mean", "std"):
+                value = getattr(spec, name)
+                if isinstance(value, torch.Tensor):
+                    self.register_buffer(name, value.detach().to("cpu", torch.float32).clone())
+                else:
+                    setattr(self, name, float(value))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            # The DataModule's operations, in its order: the network sees bit-identical inputs.
+            x = x.reshape(x.shape[0], -1).to(torch.float32)
+            if spec.scale:
+                x = x / spec.scale
+            logits = self.net((x - self.mean) / self.std)
+            if spec.binary:
+                return torch.sigmoid(logits.reshape(-1))
+            return torch.softmax(logits, dim=1)
+
+    return LightsweepClassifier().eval()
+
+
+# --- logging -------------------------------------------------------------------------------------
+
+
+def model_name(run) -> str:
+    """A logged model's name: the run's (`mlp-adam-lr0.001-s2`)."""
+    return run.info.run_name or "model"
+
+
+def log_model(client, run_id: str, net, spec: InputSpec, datasets: dict | None = None):
+    """Log `net` (a copy, on the CPU in float32) as the run's MLflow model; returns the LoggedModel.
+
+    Idempotent: a run that already has a READY model (one logged before a crash) keeps it.
+    """
+    import torch
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.models import Model
+
+    import mlflow.pytorch
+
+    run = client.get_run(run_id)
+    if (existing := run_model(client, run)) is not None:
+        return existing
+    best = best_checkpoint(client, run)
+    datasets = datasets if datasets is not None else run_datasets(run)
+    module = serving_module(copy.deepcopy(net).to("cpu", torch.float32).eval(), spec)
+    tags = {k: run.data.tags[k] for k in ("data", "model", "optimizer", "seed", "lightsweep.sweep_id") if k in run.data.tags}
+    if best is not None:
+        tags["lightsweep.best_step"], tags["lightsweep.val_acc"] = str(best.step), repr(best.val_acc)
+    model = client.create_logged_model(run.info.experiment_id, name=model_name(run), source_run_id=run_id,
+                                       tags=tags, params=dict(run.data.params), model_type="classifier")
+    try:
+        with tempfile.TemporaryDirectory(prefix="lightsweep-model-") as tmp:
+            path = os.path.join(tmp, "model")
+            mlflow.pytorch.save_model(
+                module, path, serialization_format="pt2", signature=spec.signature(), input_example=spec.example,
+                pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
+                mlflow_model=Model(artifact_path=model.artifact_location, run_id=run_id, model_uuid=model.model_id,
+                                   model_id=model.model_id),
+            )
+            client.log_model_artifacts(model.model_id, path)
+        step = best.step if best is not None else 0
+        client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=step)])
+        link_metrics(client, run_id, model.model_id, step, datasets)
+        return client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        raise
+
+
+def link_metrics(client, run_id: str, model_id: str, best_step: int, datasets: dict) -> None:
+    """Link the run's metric points to the model (the same points: the run's history is unchanged)."""
+    from mlflow.entities import Metric
+
+    points = []
+    for key in (*BEST_KEYS, *FINAL_KEYS):
+        history = client.get_metric_history(run_id, key)
+        if not history:
+            continue
+        step = best_step if key in BEST_KEYS else max(m.step for m in history)
+        dataset = next((datasets.get(s) for p, s in DATASET_OF.items() if key.startswith(p)), None)
+        points += [
+            Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id, run_id=run_id,
+                   dataset_name=dataset.name if dataset else None, dataset_digest=dataset.digest if dataset else None)
+            for m in history if m.step == step
+        ]
+    if points:
+        client.log_batch(run_id, metrics=points)
+
+
+def run_datasets(run) -> dict:
+    """{split: Dataset} from the run's inputs (tracking.datasets logged them)."""
+    from lightsweep.tracking.datasets import CONTEXT
+
+    split_of = {context: split for split, context in CONTEXT.items()}
+    out = {}
+    for item in (run.inputs.dataset_inputs if run.inputs else []):
+        context = next((t.value for t in item.tags if t.key == "mlflow.data.context"), None)
+        if context in split_of:
+            out[split_of[context]] = item.dataset
+    return out
+
+
+def run_model(client, run):
+    """The run's READY logged model (the newest), else None; PENDING leftovers of a crash are marked FAILED."""
+    from mlflow.entities import LoggedModelStatus
+
+    ready = []
+    for output in (run.outputs.model_outputs if run.outputs else []):
+        model = client.get_logged_model(output.model_id)
+        if model.status == LoggedModelStatus.READY:
+            ready.append(model)
+    if run.info.status == "RUNNING" and "lightsweep.resumed" in run.data.tags:
+        # A model whose logging a crash cut short is linked to no output; find it by its source run.
+        for model in client.search_logged_models([run.info.experiment_id], max_results=100,
+                                                 filter_string=f"source_run_id = '{run.info.run_id}'"):
+            if model.status == LoggedModelStatus.PENDING:
+                client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+    return max(ready, key=lambda m: m.creation_timestamp) if ready else None
+
+
+# --- a run's best checkpoint, a sweep's best run -------------------------------------------------
+
+
+@dataclass
+class BestCheckpoint:
+    step: int  # the step its epoch's metrics were logged at
+    val_acc: float  # validation accuracy at that step
+
+
+def best_checkpoint(client, run) -> BestCheckpoint | None:
+    """Where the run's best checkpoint was saved, from its history: the first best value of the
+    checkpoint's monitor (ModelCheckpoint keeps the first of equal scores), and `val/acc` there."""
+    params = run.data.params
+    monitor = params.get("callbacks.model_checkpoint.monitor") or "val/acc"
+    mode = params.get("callbacks.model_checkpoint.mode") or "max"
+    run_id = run.info.run_id
+    acc = {m.step: m.value for m in client.get_metric_history(run_id, "val/acc")}
+    history = acc if monitor == "val/acc" else {m.step: m.value for m in client.get_metric_history(run_id, monitor)}
+    points = sorted((step, value) for step, value in history.items() if math.isfinite(value))
+    if not points:
+        return None
+    sign = 1 if mode == "max" else -1
+    step, _ = max(points, key=lambda p: (sign * p[1], -p[0]))
+    return BestCheckpoint(step, acc.get(step, math.nan))
+
+
+@dataclass
+class Candidate:
+    run: object
+    best: BestCheckpoint
+
+
+def sweep_children(client, parent_run_id: str) -> list:
+    parent = client.get_run(parent_run_id)
+    return client.search_runs([parent.info.experiment_id], max_results=10000,
+                              filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+
+
+def best_child(client, parent_run_id: str) -> Candidate:
+    """The sweep's FINISHED child with the best validation accuracy at its best checkpoint (never by
+    test accuracy); for the optimizer benchmark among its final seeded runs (tag stage=final)."""
+    children = [c for c in sweep_children(client, parent_run_id) if c.info.status == "FINISHED"]
+    if any(c.data.tags.get("stage") == "final" for c in children):
+        children = [c for c in children if c.data.tags.get("stage") == "final"]
+    candidates = []
+    for child in children:
+        best = best_checkpoint(client, child)
+        if best is not None and math.isfinite(best.val_acc):
+            candidates.append(Candidate(child, best))
+    if not candidates:
+        raise LightsweepError(
+            f"sweep {parent_run_id} has no FINISHED run with a validation accuracy: nothing to register; "
+            "rerun its failed jobs, or pass run=<run id>"
+        )
+
+    def job(c):
+        return int(c.run.data.tags.get("lightsweep.job", "0") or 0)
+
+    return max(candidates, key=lambda c: (c.best.val_acc, -job(c)))
+
+
+# --- a model logged after its run: from the best checkpoint ----------------------------------------
+
+
+def log_from_checkpoint(client, run):
+    """Log a finished run's model from its best checkpoint (a sweep's best child, register.py)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from lightsweep.build import instantiate
+
+    with tempfile.TemporaryDirectory(prefix="lightsweep-ckpt-") as tmp:
+        run_id = run.info.run_id
+        try:
+            config = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
+        except Exception as err:
+            raise LightsweepError(f"run {run_id} has no config.yaml artifact ({err}): it was not trained by lightsweep") from None
+        checkpoint = _best_checkpoint_file(client, run, config, tmp)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model = instantiate(config, "model", _convert_="all")
+        model.load_state_dict(state["state_dict"])
+        spec_state = (state.get("callbacks") or {}).get(SPEC_STATE)
+        spec = InputSpec.from_state(spec_state) if spec_state else _spec_from_data(config, model)
+        return log_model(client, run_id, model.net, spec)
+
+
+def _best_checkpoint_file(client, run, config, tmp: str) -> str:
+    from omegaconf import OmegaConf
+
+    run_id = run.info.run_id
+    files = [a.path for a in client.list_artifacts(run_id, "checkpoints") if a.path.endswith(".ckpt")]
+    if not files:
+        raise LightsweepError(f"run {run_id} has no best checkpoint (checkpoints/*.ckpt): it cannot give a model")
+    folder = OmegaConf.select(config, "callbacks.model_checkpoint.dirpath")
+    local = Path(str(folder)) / Path(files[0]).name if folder else None
+    if local is not None and local.is_file():
+        return str(local)  # the sweep's own files: no copy
+    return client.download_artifacts(run_id, files[0], tmp)
+
+
+def _spec_from_data(config, model) -> InputSpec:
+    """A checkpoint from before the spec was stored: set the data up again (slower)."""
+    from lightsweep.build import instantiate
+
+    datamodule = instantiate(config, "data", _convert_="all")
+    datamodule.setup("fit")
+    return InputSpec.from_training(datamodule, model)
+
+
+# --- the Model Registry --------------------------------------------------------------------------
+
+
+def register(client, run, model, name: str, alias: str = CHAMPION, extra_tags: dict | None = None):
+    """A new version of `name` for `model` (the run's LoggedModel), tagged with the run's metrics and
+    overrides; `alias` moves to it (earlier versions stay)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name, description="lightsweep classifier: raw samples in, class probabilities out")
+    except MlflowException as err:
+        if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    tags = {"run_id": run.info.run_id, "run_name": run.info.run_name or ""}
+    tags.update({k: run.data.tags[k] for k in ("data", "model", "optimizer", "seed", "overrides", "stage") if k in run.data.tags})
+    tags.update({k: repr(v) for k, v in run.data.metrics.items() if k.startswith(("test/", "val/"))})
+    tags.update(extra_tags or {})
+    version = client.create_model_version(name, source=f"models:/{model.model_id}", run_id=run.info.run_id,
+                                          tags={k: str(v)[:5000] for k, v in tags.items()}, model_id=model.model_id)
+    client.set_registered_model_alias(name, alias, version.version)
+    return version
