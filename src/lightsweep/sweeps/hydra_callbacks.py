@@ -111,6 +111,7 @@ class MLflowSweepCallback(Callback):
         from lightsweep.tracking.store import open_store, ui_command
 
         client = open_store(context.tracking_uri)
+        model_failed = not self.best_model(client, context.parent_run_id, str(config.get("log_models", "best")))
         try:
             summary = self.finish(client, context.parent_run_id, sweep_dir)
         except Exception as err:  # Hydra would turn it into a warning and exit 0
@@ -121,8 +122,36 @@ class MLflowSweepCallback(Callback):
             )
             raise SystemExit(1) from None
         print(f"Review it: {ui_command(context.tracking_uri)}")
-        if summary and summary.n_failed and self.exit_nonzero_on_failure:
+        if (model_failed or (summary and summary.n_failed)) and self.exit_nonzero_on_failure:
             raise SystemExit(1)
+
+    @staticmethod
+    def best_model(client, parent_run_id: str, mode: str) -> bool:
+        """The best child (validation accuracy of its best checkpoint): its MLflow model logged from
+        that checkpoint unless it has one (log_models=best), and the command that registers it.
+        False when its model could not be logged (the sweep's runs are intact either way)."""
+        import time
+
+        from lightsweep.errors import LightsweepError
+        from lightsweep.tracking.models import sweep_best_model
+
+        register = f"python pipelines/register.py sweep={parent_run_id}"
+        started = time.perf_counter()
+        try:
+            best, model = sweep_best_model(client, parent_run_id, mode)
+        except LightsweepError as err:  # no finished child: the summary says why
+            log.info("no best model: %s", err)
+            return True
+        except Exception as err:
+            print(f"error: the best run's model could not be logged ({type(err).__name__}: {err}); "
+                  f"`{register}` logs and registers it", file=sys.stderr)
+            return False
+        seconds = time.perf_counter() - started
+        name = best.run.info.run_name or best.run.info.run_id
+        what = f"model models:/{model.model_id}" if model is not None else "no model (log_models=none)"
+        print(f"Best run {name} (val/acc {best.best.val_acc:.4f} at its best checkpoint): {what} [{seconds:.2f} s]")
+        print(f"Register it as the champion: {register}")
+        return True
 
     def finish(self, client, parent_run_id: str, sweep_dir: Path):
         """Report (logged to the parent and written to the sweep dir), then the parent's status."""

@@ -23,6 +23,7 @@ import contextlib
 import copy
 import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,8 +160,23 @@ def serving_module(net, spec: InputSpec):
 
 
 def model_name(run) -> str:
-    """A logged model's name: the run's (`mlp-adam-lr0.001-s2`)."""
-    return run.info.run_name or "model"
+    """A logged model's name: the run's, in the characters MLflow allows (`mlp-adam-lr0_001-s2`)."""
+    return re.sub(r"[/:.%\"']", "_", run.info.run_name or "") or "model"
+
+
+@contextlib.contextmanager
+def quiet_downloads():
+    """No tqdm bar from MLflow's artifact downloads (MLflow's own switch, for this block only)."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def log_model(client, run_id: str, net, spec: InputSpec, datasets: dict | None = None):
@@ -327,7 +343,7 @@ def log_from_checkpoint(client, run):
 
     from lightsweep.build import instantiate
 
-    with tempfile.TemporaryDirectory(prefix="lightsweep-ckpt-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="lightsweep-ckpt-") as tmp, quiet_downloads():
         run_id = run.info.run_id
         try:
             config = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
@@ -370,7 +386,7 @@ def _spec_from_data(config, model) -> InputSpec:
 
 def register(client, run, model, name: str, alias: str = CHAMPION, extra_tags: dict | None = None):
     """A new version of `name` for `model` (the run's LoggedModel), tagged with the run's metrics and
-    overrides; `alias` moves to it (earlier versions stay)."""
+    overrides; `alias` moves to it (earlier versions stay). A model registered before keeps its version."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -378,11 +394,41 @@ def register(client, run, model, name: str, alias: str = CHAMPION, extra_tags: d
     except MlflowException as err:
         if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
+    source = f"models:/{model.model_id}"
+    for existing in client.search_model_versions(f"name = '{name}'"):
+        if existing.source == source:  # registered before: the alias moves back to it, no duplicate
+            client.set_registered_model_alias(name, alias, existing.version)
+            return existing
     tags = {"run_id": run.info.run_id, "run_name": run.info.run_name or ""}
     tags.update({k: run.data.tags[k] for k in ("data", "model", "optimizer", "seed", "overrides", "stage") if k in run.data.tags})
     tags.update({k: repr(v) for k, v in run.data.metrics.items() if k.startswith(("test/", "val/"))})
     tags.update(extra_tags or {})
-    version = client.create_model_version(name, source=f"models:/{model.model_id}", run_id=run.info.run_id,
+    version = client.create_model_version(name, source=source, run_id=run.info.run_id,
                                           tags={k: str(v)[:5000] for k, v in tags.items()}, model_id=model.model_id)
     client.set_registered_model_alias(name, alias, version.version)
     return version
+
+
+# --- a sweep's end -------------------------------------------------------------------------------
+
+
+def sweep_best_model(client, parent_run_id: str, mode: str = "best"):
+    """At a sweep's end: find the best child; log its model (mode=best) unless it has one already.
+    Tags the parent with the choice; returns (Candidate, LoggedModel or None)."""
+    candidate = best_child(client, parent_run_id)
+    child = candidate.run
+    model = run_model(client, client.get_run(child.info.run_id))
+    if model is None and mode == "best":
+        model = log_from_checkpoint(client, child)
+    tags = {"lightsweep.best_run": child.info.run_id, "lightsweep.best_val_acc": repr(candidate.best.val_acc)}
+    if model is not None:
+        tags["lightsweep.best_model"] = model.model_id
+    for key, value in tags.items():
+        client.set_tag(parent_run_id, key, value)
+    return candidate, model
+
+
+def registry_name(run) -> str:
+    """The default registered model name: `<data>-<model>` of the run (`fashion_mnist-mlp`)."""
+    tags = run.data.tags
+    return f"{tags.get('data', 'data')}-{tags.get('model', 'model')}"
