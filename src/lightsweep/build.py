@@ -16,6 +16,7 @@ def build(cfg: DictConfig, run=None, tested: bool = True):
     from pytorch_lightning.callbacks import ProgressBar
 
     from lightsweep.callbacks import EpochHistory, RandomState, RunArtifacts, SignalCheck
+    from lightsweep.sweeps.context import current_job
     from lightsweep.tracking.models import logs_own_model
     from lightsweep.tracking.setup import hydra_choices
 
@@ -36,7 +37,9 @@ def build(cfg: DictConfig, run=None, tested: bool = True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     # What spawned DDP workers need comes in the callbacks' arguments: Hydra's config is not set there.
     plot_dir = os.path.join(str(cfg.paths.output_dir), "plots")
-    artifacts = RunArtifacts(plot_dir, tested=tested, log_model=logs_own_model(cfg),
+    job = current_job()
+    in_sweep = job is not None and job.sweep is not None
+    artifacts = RunArtifacts(plot_dir, tested=tested, log_model=logs_own_model(cfg, in_sweep),
                              data_name=hydra_choices(cfg).get("data"))
     callbacks += [EpochHistory(), RandomState(), SignalCheck(), artifacts]
     logger = False

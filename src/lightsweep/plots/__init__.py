@@ -116,31 +116,39 @@ def decision_boundary(predict_proba, x: torch.Tensor, y: torch.Tensor, class_nam
     return save_figure(fig, path)
 
 
-def misclassified(images, labels, probabilities, class_names: list[str], path: Path, limit: int = 25) -> Path | None:
-    """The most confident mistakes first: each image with its true and predicted label and the
-    predicted class's probability. `images` (N, H, W) as stored, `probabilities` (N, K), or (N,) for
-    a binary model (the positive class's). None when there is no mistake to show."""
+def most_confident_mistakes(labels, probabilities, limit: int = 25):
+    """Indices of the wrong predictions, the most confident first, and (predicted, confidence) of all.
+    `probabilities` (N, K), or (N,) for a binary model (the positive class's)."""
     import numpy as np
 
-    plt = pyplot()
-    images, labels, probabilities = (np.asarray(a) for a in (images, labels, probabilities))
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities)
     if probabilities.ndim == 1:
         probabilities = np.stack([1 - probabilities, probabilities], axis=1)
     predicted = probabilities.argmax(axis=1)
     confidence = probabilities[np.arange(len(predicted)), predicted]
     wrong = np.flatnonzero(predicted != labels)
-    if len(wrong) == 0:
+    return wrong[np.argsort(-confidence[wrong], kind="stable")][:limit], predicted, confidence
+
+
+def misclassified(images, labels, probabilities, class_names: list[str], path: Path, limit: int = 25) -> Path | None:
+    """The most confident mistakes first: each image (N, H, W, as stored) with its true and predicted
+    label and the predicted class's probability. None when there is no mistake to show."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    shown, predicted, confidence = most_confident_mistakes(labels, probabilities, limit)
+    if len(shown) == 0:
         return None
-    wrong = wrong[np.argsort(-confidence[wrong], kind="stable")][:limit]
-    cols = min(len(wrong), 5)
-    rows = math.ceil(len(wrong) / cols)
+    plt = pyplot()
+    cols = min(len(shown), 5)
+    rows = math.ceil(len(shown) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.5 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, i in zip(axes.flat, wrong):
-        ax.imshow(images[i], cmap="gray_r")
+    for ax, i in zip(axes.flat, shown):
+        ax.imshow(np.asarray(images[i]), cmap="gray_r")
         ax.set_title(f"true: {class_names[labels[i]]}\npred: {class_names[predicted[i]]} ({confidence[i]:.2f})",
                      fontsize=8, color="firebrick")
-    n_wrong, n = int((predicted != labels).sum()), len(labels)
-    fig.suptitle(f"Misclassified test images, most confident first ({n_wrong} of {n} wrong)", fontsize=10)
+    n_wrong = int((predicted != labels).sum())
+    fig.suptitle(f"Misclassified test images, most confident first ({n_wrong} of {len(labels)} wrong)", fontsize=10)
     return save_figure(fig, path)

@@ -50,16 +50,11 @@ def check_log_models(cfg) -> None:
         )
 
 
-def logs_own_model(cfg) -> bool:
+def logs_own_model(cfg, in_sweep: bool) -> bool:
     """Whether this run logs its model itself: a single run unless log_models=none; in a sweep only
     with log_models=all (by default the sweep logs its best child's at its end)."""
-    from lightsweep.sweeps.context import current_job
-
     mode = str(cfg.get("log_models", "best"))
-    if mode != "best":
-        return mode == "all"
-    job = current_job()
-    return job is None or job.sweep is None
+    return mode == "all" or (mode == "best" and not in_sweep)
 
 
 # --- what the model takes and returns ------------------------------------------------------------
@@ -341,8 +336,6 @@ def log_from_checkpoint(client, run):
     import torch
     from omegaconf import OmegaConf
 
-    from lightsweep.build import instantiate
-
     with tempfile.TemporaryDirectory(prefix="lightsweep-ckpt-") as tmp, quiet_downloads():
         run_id = run.info.run_id
         try:
@@ -351,7 +344,7 @@ def log_from_checkpoint(client, run):
             raise LightsweepError(f"run {run_id} has no config.yaml artifact ({err}): it was not trained by lightsweep") from None
         checkpoint = _best_checkpoint_file(client, run, config, tmp)
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        model = instantiate(config, "model", _convert_="all")
+        model = _instantiate(config, "model")
         model.load_state_dict(state["state_dict"])
         spec_state = (state.get("callbacks") or {}).get(SPEC_STATE)
         spec = InputSpec.from_state(spec_state) if spec_state else _spec_from_data(config, model)
@@ -372,11 +365,21 @@ def _best_checkpoint_file(client, run, config, tmp: str) -> str:
     return client.download_artifacts(run_id, files[0], tmp)
 
 
+def _instantiate(config, key: str):
+    """The run's own (resolved) `model` or `data` config, built as the run built it."""
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(config[key], _convert_="all")
+    except Exception as err:
+        raise LightsweepError(f"cannot rebuild the run's {key} from its config.yaml ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}): is lightsweep at the version "
+                              "that trained it?") from None
+
+
 def _spec_from_data(config, model) -> InputSpec:
     """A checkpoint from before the spec was stored: set the data up again (slower)."""
-    from lightsweep.build import instantiate
-
-    datamodule = instantiate(config, "data", _convert_="all")
+    datamodule = _instantiate(config, "data")
     datamodule.setup("fit")
     return InputSpec.from_training(datamodule, model)
 
