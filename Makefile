@@ -1,7 +1,7 @@
 # The two commands of the quick start: `make train` and `make test` (each sets up first).
 PY := .venv/bin/python
 
-.PHONY: setup train test test-slow test-all bench team-deps server server-stop server-status ui-screenshots
+.PHONY: setup train test test-slow test-all bench team-deps server server-stop server-status slurm slurm-stop ui-screenshots
 
 setup:
 	@bash scripts/setup.sh
@@ -32,6 +32,14 @@ server-stop:
 
 server-status:
 	@bash scripts/mlflow_server.sh status
+
+# A one-node SLURM cluster with accounting (README "Cluster sweeps"): munged, MariaDB, slurmdbd,
+# slurmctld, slurmd on this machine, as root; then `export SLURM_CONF=<printed path>`.
+slurm: team-deps
+	@bash scripts/slurm_cluster.sh start
+
+slurm-stop:
+	@bash scripts/slurm_cluster.sh stop
 
 # The README's screenshots, from a real sweep on Fashion-MNIST (docs/images/).
 ui-screenshots: setup team-deps

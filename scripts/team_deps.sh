@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # System and npm packages for the team features and their tests: PostgreSQL (the tracking server's
-# store), Chromium (the UI test, headless) and playwright-core (tests/ui, pinned by its lockfile).
+# store), Chromium (the UI test, headless), playwright-core (tests/ui, pinned by its lockfile) and a
+# one-node SLURM with accounting for the cluster-sweep tests (scripts/slurm_cluster.sh: slurm-wlm,
+# munge, slurmdbd, mariadb-server).
 # Idempotent: installs only what is missing. `make team-deps` runs it; so does scripts/setup.sh
 # (hence `make test`) when CI=true or LIGHTSWEEP_TEAM_DEPS=1.
 set -euo pipefail
@@ -10,6 +12,12 @@ missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-liberation)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+# Debian keeps the daemons in /usr/sbin, off a non-root PATH.
+has() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+{ has slurmctld && has slurmd && has sbatch && has sacct; } || missing+=(slurm-wlm)
+has munged || missing+=(munge)
+has slurmdbd || missing+=(slurmdbd)
+{ has mariadbd || has mysqld; } || missing+=(mariadb-server)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "team-deps: apt-get install ${missing[*]}"
@@ -31,4 +39,4 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     npm ci --prefix tests/ui --no-audit --no-fund --loglevel=error
     echo "$want" > "$stamp"
 fi
-echo "team-deps: ready (PostgreSQL $(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -1), $(chromium --version 2>/dev/null | head -1), playwright-core $(node -p 'require("./tests/ui/node_modules/playwright-core/package.json").version'))"
+echo "team-deps: ready (PostgreSQL $(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -1), $(chromium --version 2>/dev/null | head -1), playwright-core $(node -p 'require("./tests/ui/node_modules/playwright-core/package.json").version'), $(/usr/sbin/slurmctld -V 2>/dev/null || echo "no SLURM"))"

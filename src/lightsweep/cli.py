@@ -30,6 +30,8 @@ warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_\w+' is 
 # Lightning 2.6's CombinedLoader uses torch's pytree in a way torch 2.14 deprecates: one line per
 # run that the user can do nothing about.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+# Lightning notices an installed `srun` and suggests running under it, on every local run.
+warnings.filterwarnings("ignore", message=r"The `srun` command is available")
 
 
 def task(cfg: DictConfig):

@@ -121,7 +121,7 @@ class LightsweepSlurmLauncher(SlurmLauncher):
                  f"mem_gb={p.get('mem_gb')}, gpus_per_node={p.get('gpus_per_node')}, timeout_min={p.get('timeout_min')})")
         log.info(f"SLURM job array {jobs[0].job_id.split('_')[0]}: {len(jobs)} jobs; waiting for all of them")
         try:
-            wait_for_all(jobs)
+            wait_for_all(jobs, self.params)
         except BaseException:  # Ctrl-C or SIGTERM: the sweep stops, its jobs must not run on unattended
             cancel_unfinished(jobs)
             raise
@@ -160,9 +160,12 @@ class LightsweepSlurmLauncher(SlurmLauncher):
         return result
 
     def failed(self, job: Any, overrides: List[str], num: int, err: Optional[BaseException]) -> JobReturn:
+        """Record and return job `num`'s failure: the job's own error when it reported one, else what
+        SLURM's accounting says (`err` is None when SLURM ended the job without a result)."""
         accounting = slurm_accounting(job.job_id)
         state = accounting.get("state") or str(job.state).split(" ")[0]
-        if state in STATE_REASONS:
+        reported = err is not None and job.task(0).paths.result_pickle.exists()
+        if state in STATE_REASONS and not reported:
             status = "KILLED" if state in KILLED_STATES else "FAILED"
             p = self.params
             detail = STATE_REASONS[state].format(
@@ -170,7 +173,8 @@ class LightsweepSlurmLauncher(SlurmLauncher):
                 timeout_min=p.get("timeout_min"), mem_gb=p.get("mem_gb"), exit=describe_exit(accounting.get("exit_code")))
             reason = f"SLURM job {job.job_id} ended {state} without a result: {detail}"
         else:
-            status, reason = "FAILED", f"SLURM job {job.job_id} ({state}) failed: {last_error_line(err) if err else state}"
+            status = "FAILED"
+            reason = f"SLURM job {job.job_id} ({state}) failed: {last_error_line(err) if err is not None else state}"
         log_path = job.task(0).paths.stderr
         print(f"job #{num} failed: {reason} (log: {log_path})", file=sys.stderr)
         self.record_failure(num, overrides, status, reason, {"lightsweep.slurm_state": state})
@@ -270,8 +274,8 @@ def time_limit_signal() -> signal.Signals:
 def stop_at_time_limit(params: Dict[str, Any]) -> None:
     """In a job: SLURM's pre-timeout signal raises TimeLimitReached (once), wherever the job is."""
     sig = time_limit_signal()
-    message = (f"SLURM's time limit of {params.get('timeout_min')} min is near (signal {sig.name} "
-               f"{capped_signal_delay(params)} s before it): the job stopped; raise hydra.launcher.timeout_min")
+    message = (f"SLURM's time limit of {params.get('timeout_min')} min is near (it sent {sig.name}): the job "
+               "stopped before being killed; raise hydra.launcher.timeout_min")
 
     def handler(signum: int, frame: Any) -> None:
         signal.signal(sig, signal.SIG_IGN)
@@ -290,16 +294,43 @@ def capped_signal_delay(params: Dict[str, Any]) -> int:
     return delay
 
 
-def wait_for_all(jobs: Sequence[Any]) -> None:
+def wait_for_all(jobs: Sequence[Any], params: Dict[str, Any]) -> None:
     pending = list(jobs)
     last_sacct = time.monotonic()
+    warned: set = set()
     while pending:
         if time.monotonic() - last_sacct >= SACCT_EVERY_S:
             pending[0].get_info(mode="force")  # one sacct call refreshes every job's state
             last_sacct = time.monotonic()
+            warn_if_never_starts(pending, params, warned)
         pending = [job for job in pending if not job.done()]
         if pending:
             time.sleep(POLL_S)
+
+
+# squeue's reasons for a pending job that the cluster, as configured, will not start.
+NEVER_STARTS = {"PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints", "InvalidAccount",
+                "InvalidQOS", "QOSJobLimit"}
+
+
+def warn_if_never_starts(jobs: Sequence[Any], params: Dict[str, Any], warned: set) -> None:
+    """Say once per reason when SLURM holds jobs it cannot start as asked (a cluster that does not
+    refuse them at sbatch, without EnforcePartLimits): otherwise the sweep just waits."""
+    arrays = sorted({str(job.job_id).split("_")[0] for job in jobs})
+    try:
+        out = subprocess.run(["squeue", "-h", "-t", "PD", "-o", "%i|%r", "-j", ",".join(arrays)],
+                             capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return
+    for line in out.splitlines():
+        job_id, _, reason = line.strip().partition("|")
+        if (reason in NEVER_STARTS or reason.endswith("PerJob") or "PerJobLimit" in reason) and reason not in warned:
+            warned.add(reason)
+            print(f"warning: SLURM holds job {job_id} pending ({reason}): the cluster will not start it as asked; "
+                  f"fit hydra.launcher.* (partition={params.get('partition')}, cpus_per_task={params.get('cpus_per_task')}, "
+                  f"mem_gb={params.get('mem_gb')}, gpus_per_node={params.get('gpus_per_node')}, "
+                  f"timeout_min={params.get('timeout_min')}) and stop this sweep with Ctrl-C (its jobs are cancelled)",
+                  file=sys.stderr)
 
 
 def cancel_unfinished(jobs: Sequence[Any]) -> None:
