@@ -74,6 +74,7 @@ def test_optuna_study_survives_failed_trials(tmp_path):
     # Every trial fails (an unknown optimizer argument): the study still ends, each trial scored 0.0.
     result = run_sweep(tmp_path, "hparams_search=lr_optuna", "+optimizer.bogus=1", *FAST,
                        "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2")
+    assert result.returncode == 1, result.stderr[-2000:]  # the study ended; the sweep says jobs failed
     assert "Best value: 0.0" in result.stdout + result.stderr
     _, parents, children, _ = sweep_runs(tmp_path)
     assert [c.info.status for c in children] == ["FAILED", "FAILED"]

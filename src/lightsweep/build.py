@@ -77,10 +77,14 @@ def rejected(cfg: DictConfig, groups, err: BaseException) -> str:
     words = reason.lower()
     for group in groups:
         node = OmegaConf.select(cfg, group) or {}
-        # Longest names first (`lr_decay` before `lr`), matched at a word's start: torch says "beta"
-        # for `betas`, "epsilon" for `eps`.
-        for key in sorted((k for k in node if not str(k).startswith("_")), key=len, reverse=True):
-            if re.search(rf"\b{re.escape(str(key).lower().rstrip('s'))}", words):
+        keys = sorted((k for k in node if not str(k).startswith("_")), key=len, reverse=True)
+        # A key's name in the message (longest first: `lr_decay` before `lr`; at a word's start: torch
+        # says "beta" for `betas`, "epsilon" for `eps`), else a key whose text value is in it
+        # (Lightning: "No supported gpu backend found!" for accelerator=gpu).
+        named = [k for k in keys if re.search(rf"\b{re.escape(str(k).lower().rstrip('s'))}", words)]
+        named = named or [k for k in keys if isinstance(node.get(k), str) and re.search(
+            rf"\b{re.escape(node.get(k).lower())}\b", words)]
+        for key in named[:1]:
                 target = str(node.get("_target_", group)).rsplit(".", 1)[-1]
                 value = OmegaConf.to_container(node)[key] if OmegaConf.is_config(node) else node[key]
                 fix = (f"remove {group}.{key}, {target} takes no such argument" if "unexpected keyword" in words
