@@ -3,13 +3,17 @@ before the run can end."""
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import MLFlowLogger
 
 from lightsweep.callbacks.history import EpochHistory
+
+log = logging.getLogger(__name__)
 
 
 class RunArtifacts(pl.Callback):
@@ -113,7 +117,10 @@ class RunArtifacts(pl.Callback):
             net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
         for logger in _mlflow_loggers(trainer):
             logger.save()  # the test metrics are still queued: the model links them
-            log_model(logger.experiment, logger.run_id, net, self.spec, self.datasets)
+            started, cpu = time.perf_counter(), time.process_time()
+            model = log_model(logger.experiment, logger.run_id, net, self.spec, self.datasets)
+            log.info("MLflow model %s logged in %.2f s (CPU %.2f s)", model.model_id,
+                     time.perf_counter() - started, time.process_time() - cpu)
 
     def _mistakes(self, trainer, pl_module) -> Path | None:
         """The grid of the most confident mistakes on the tested part of the test split."""

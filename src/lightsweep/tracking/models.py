@@ -177,19 +177,22 @@ def quiet_downloads():
 def log_model(client, run_id: str, net, spec: InputSpec, datasets: dict | None = None):
     """Log `net` (a copy, on the CPU in float32) as the run's MLflow model; returns the LoggedModel.
 
-    Idempotent: a run that already has a READY model (one logged before a crash) keeps it.
+    Order: create (PENDING), upload, READY, then the run's output and the metric links. A run that
+    has a READY model already (logged before a crash) keeps it, and gets its links completed; one a
+    crash left PENDING is deleted (see `run_model`).
     """
     import torch
-    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.entities import LoggedModelStatus
     from mlflow.models import Model
 
     import mlflow.pytorch
 
     run = client.get_run(run_id)
-    if (existing := run_model(client, run)) is not None:
-        return existing
     best = best_checkpoint(client, run)
     datasets = datasets if datasets is not None else run_datasets(run)
+    if (existing := run_model(client, run)) is not None:
+        _link(client, run, existing, best, datasets)
+        return existing
     module = serving_module(copy.deepcopy(net).to("cpu", torch.float32).eval(), spec)
     tags = {k: run.data.tags[k] for k in ("data", "model", "optimizer", "seed", "lightsweep.sweep_id") if k in run.data.tags}
     if best is not None:
@@ -206,14 +209,24 @@ def log_model(client, run_id: str, net, spec: InputSpec, datasets: dict | None =
                                    model_id=model.model_id),
             )
             client.log_model_artifacts(model.model_id, path)
-        step = best.step if best is not None else 0
-        client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=step)])
-        link_metrics(client, run_id, model.model_id, step, datasets)
-        return client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
-    except BaseException:
+        model = client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    except Exception:
         with contextlib.suppress(Exception):
             client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
         raise
+    _link(client, run, model, best, datasets)
+    return model
+
+
+def _link(client, run, model, best: BestCheckpoint | None, datasets: dict) -> None:
+    """The run's output (the Models column) and the metric links, unless the run has them."""
+    from mlflow.entities import LoggedModelOutput
+
+    if any(o.model_id == model.model_id for o in (run.outputs.model_outputs if run.outputs else [])):
+        return
+    step = best.step if best is not None else 0
+    link_metrics(client, run.info.run_id, model.model_id, step, datasets)
+    client.log_outputs(run.info.run_id, [LoggedModelOutput(model.model_id, step=step)])
 
 
 def link_metrics(client, run_id: str, model_id: str, best_step: int, datasets: dict) -> None:
@@ -250,20 +263,17 @@ def run_datasets(run) -> dict:
 
 
 def run_model(client, run):
-    """The run's READY logged model (the newest), else None; PENDING leftovers of a crash are marked FAILED."""
+    """The run's READY logged model (the newest), else None. In a resumed run, a model that a crash
+    (kill -9) cut short while it was logged (still PENDING) is deleted: it is logged again whole."""
     from mlflow.entities import LoggedModelStatus
 
-    ready = []
-    for output in (run.outputs.model_outputs if run.outputs else []):
-        model = client.get_logged_model(output.model_id)
-        if model.status == LoggedModelStatus.READY:
-            ready.append(model)
+    models = client.search_logged_models([run.info.experiment_id], max_results=100,
+                                         filter_string=f"source_run_id = '{run.info.run_id}'")
     if run.info.status == "RUNNING" and "lightsweep.resumed" in run.data.tags:
-        # A model whose logging a crash cut short is linked to no output; find it by its source run.
-        for model in client.search_logged_models([run.info.experiment_id], max_results=100,
-                                                 filter_string=f"source_run_id = '{run.info.run_id}'"):
+        for model in models:
             if model.status == LoggedModelStatus.PENDING:
-                client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+                client.delete_logged_model(model.model_id)
+    ready = [m for m in models if m.status == LoggedModelStatus.READY]
     return max(ready, key=lambda m: m.creation_timestamp) if ready else None
 
 
