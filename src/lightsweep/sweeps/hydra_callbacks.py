@@ -111,7 +111,7 @@ class MLflowSweepCallback(Callback):
         from lightsweep.tracking.store import open_store, ui_command
 
         client = open_store(context.tracking_uri)
-        model_failed = not self.best_model(client, context.parent_run_id, str(config.get("log_models", "best")))
+        model_failed = not self.best_model(config, context.tracking_uri, context.parent_run_id)
         try:
             summary = self.finish(client, context.parent_run_id, sweep_dir)
         except Exception as err:  # Hydra would turn it into a warning and exit 0
@@ -126,19 +126,29 @@ class MLflowSweepCallback(Callback):
             raise SystemExit(1)
 
     @staticmethod
-    def best_model(client, parent_run_id: str, mode: str) -> bool:
+    def best_model(config: DictConfig, tracking_uri: str, parent_run_id: str) -> bool:
         """The best child (validation accuracy of its best checkpoint): its MLflow model logged from
         that checkpoint unless it has one (log_models=best), and the command that registers it.
-        False when its model could not be logged (the sweep's runs are intact either way)."""
+        False when its model could not be logged (the sweep's runs are intact either way).
+
+        With the joblib launcher this process has not imported torch (its jobs ran in loky workers):
+        the step runs in one of those workers, which `joblib.Parallel` reuses with torch, Lightning
+        and MLflow loaded, instead of importing them all here (seconds)."""
         import time
 
         from lightsweep.errors import LightsweepError
-        from lightsweep.tracking.models import sweep_best_model
+        from lightsweep.tracking.models import sweep_best_model_at
 
+        mode = str(config.get("log_models", "best"))
         register = f"python pipelines/register.py sweep={parent_run_id}"
         started = time.perf_counter()
         try:
-            best, model = sweep_best_model(client, parent_run_id, mode)
+            if "torch" not in sys.modules and "JoblibLauncher" in str(config.hydra.launcher.get("_target_", "")):
+                from joblib import Parallel, delayed
+
+                best = Parallel(**_joblib_args(config))([delayed(sweep_best_model_at)(tracking_uri, parent_run_id, mode)])[0]
+            else:
+                best = sweep_best_model_at(tracking_uri, parent_run_id, mode)
         except LightsweepError as err:  # no finished child: the summary says why
             log.info("no best model: %s", err)
             return True
@@ -147,11 +157,12 @@ class MLflowSweepCallback(Callback):
                   f"`{register}` logs and registers it", file=sys.stderr)
             return False
         seconds = time.perf_counter() - started
-        name = best.run.info.run_name or best.run.info.run_id
-        what = f"model models:/{model.model_id}" if model is not None else "no model (log_models=none)"
-        print(f"Best run {name} (val/acc {best.best.val_acc:.4f} at its best checkpoint): {what} [{seconds:.2f} s]")
+        what = f"model models:/{best['model_id']}" if best["model_id"] else "no model (log_models=none)"
+        print(f"Best run {best['run_name']} (val/acc {best['val_acc']:.4f} at its best checkpoint): {what} "
+              f"[{seconds:.2f} s]")
         print(f"Register it as the champion: {register}")
         return True
+
 
     def finish(self, client, parent_run_id: str, sweep_dir: Path):
         """Report (logged to the parent and written to the sweep dir), then the parent's status."""
@@ -172,6 +183,24 @@ class MLflowSweepCallback(Callback):
         client.set_tag(parent_run_id, "lightsweep.failed_jobs", str(sum(c.info.status == "FAILED" for c in children)))
         client.set_terminated(parent_run_id, "FAILED" if all_failed or not children else "FINISHED")
         return report
+
+
+def _joblib_args(config: DictConfig) -> dict:
+    """The sweep launcher's own `joblib.Parallel` arguments (as Hydra's joblib launcher passes them), so
+    that joblib reuses its loky workers."""
+    args = OmegaConf.to_container(config.hydra.launcher, resolve=True)
+    args.pop("_target_", None)
+    args["backend"] = "loky"
+    for key in ("pre_dispatch", "batch_size", "max_nbytes"):
+        try:
+            args[key] = int(args[key]) if args.get(key) else args.get(key)
+        except (TypeError, ValueError):
+            pass
+    import inspect
+
+    from joblib import Parallel
+
+    return {k: v for k, v in args.items() if k in inspect.signature(Parallel).parameters}
 
 
 def _warn_if_nodes_cannot_reach(config: DictConfig, tracking_uri: str) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ SPLITS = ("train", "val", "test")  # the DataModule's tensor keys
 CONTEXT = {"train": "training", "val": "validation", "test": "test"}
 SPLIT_NAME = {"train": "train", "val": "validation", "test": "test"}
 DIGEST_SAMPLES = 2000  # samples hashed per split (all labels are)
+ATTEMPTS = 4  # log_inputs tries (parallel jobs race to create the same data set)
 
 
 @dataclass(frozen=True)
@@ -139,9 +141,20 @@ def log_datasets(client, run_id: str, datamodule, choice: str | None = None) -> 
     """Log train, validation and test as the run's inputs (an existing input is not duplicated)."""
     from mlflow.entities import DatasetInput, InputTag
 
+    from mlflow.exceptions import MlflowException
+
     datasets = split_datasets(datamodule, choice)
-    client.log_inputs(run_id, datasets=[
-        DatasetInput(dataset, tags=[InputTag("mlflow.data.context", CONTEXT[split])])
-        for split, dataset in datasets.items()
-    ])
+    inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", CONTEXT[split])])
+              for split, dataset in datasets.items()]
+    for attempt in range(ATTEMPTS):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            break
+        except MlflowException:
+            # Parallel sweep jobs log the same data set at once: the store creates it once (a unique
+            # key) and refuses the other job's insert; its transaction is rolled back, and on the
+            # next attempt it finds the data set there.
+            if attempt == ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
     return datasets

@@ -445,3 +445,13 @@ def registry_name(run) -> str:
     """The default registered model name: `<data>-<model>` of the run (`fashion_mnist-mlp`)."""
     tags = run.data.tags
     return f"{tags.get('data', 'data')}-{tags.get('model', 'model')}"
+
+
+def sweep_best_model_at(tracking_uri: str, parent_run_id: str, mode: str = "best") -> dict:
+    """`sweep_best_model` by store URI, with a plain answer: what a sweep's end runs in a process of
+    its own (a joblib worker that has torch, Lightning and MLflow loaded)."""
+    from lightsweep.tracking.store import open_store
+
+    best, model = sweep_best_model(open_store(tracking_uri), parent_run_id, mode)
+    return {"run_name": best.run.info.run_name or best.run.info.run_id, "val_acc": best.best.val_acc,
+            "model_id": model.model_id if model is not None else None}
