@@ -7,6 +7,7 @@ The slow parts (CLI end to end, a fresh process, `mlflow models serve`, kill -9)
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -270,6 +271,9 @@ def test_model_from_the_best_checkpoint_then_registry_alias_and_evaluation(make_
     assert {str(v.version) for v in client.search_model_versions(f"name = '{name}'")} == {"1", "2"}  # v1 stays
     tags = client.get_model_version(name, "2").tags
     assert tags["run_id"] == other.info.run_id and tags["sweep"] == "s1" and float(tags["test/acc"]) == second["test/acc"]
+    # The logged model's page lists the versions it is registered as.
+    assert json.loads(client.get_logged_model(model.model_id).tags["mlflow.modelVersions"]) == [
+        {"name": name, "version": v1.version}]
     assert str(register(client, run, model, name).version) == "1"  # registered before: no duplicate version
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
 

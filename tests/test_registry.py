@@ -6,6 +6,7 @@ predictions, and `kill -9` while a model is logged leaves a run that `resume=las
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -94,6 +95,7 @@ def test_sweep_best_model_register_evaluate_fresh_process_and_serve(tmp_path):
     evaluated = run_cli(tmp_path, f"model_uri={uri}", script=("evaluate.py",))
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     (evaluation,) = [r for r in all_runs(client) if r.data.tags.get("lightsweep.role") == "evaluation"]
+    evaluation = client.get_run(evaluation.info.run_id)  # search results leave out model inputs
     assert evaluation.info.status == "FINISHED" and evaluation.data.tags["registered_version"] == "1"
     assert [m.model_id for m in evaluation.inputs.model_inputs] == [model.model_id]
     for args, needle in [(("model_uri=models:/fashion_mnist-softmax@nobody",), "no such model"),
@@ -117,8 +119,11 @@ def test_sweep_best_model_register_evaluate_fresh_process_and_serve(tmp_path):
     expected = mlflow.pyfunc.load_model(uri).predict(images)
     port = free_port()
     log = open(tmp_path / "serve.log", "w")
+    # As in an activated venv: MLflow's scoring server runs `uvicorn` from PATH.
+    venv_bin = str(Path(PYTHON).parent)
+    env = {**cli_env(tmp_path), "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"}
     server = subprocess.Popen([str(Path(PYTHON).with_name("mlflow")), "models", "serve", "-m", uri, "--env-manager",
-                               "local", "-h", "127.0.0.1", "-p", str(port)], cwd=tmp_path, env=cli_env(tmp_path),
+                               "local", "-h", "127.0.0.1", "-p", str(port)], cwd=tmp_path, env=env,
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
@@ -136,7 +141,8 @@ def test_sweep_best_model_register_evaluate_fresh_process_and_serve(tmp_path):
         assert served.shape == (8, 10)
         assert np.allclose(served, expected, atol=1e-6) and (served.argmax(1) == expected.argmax(1)).all()
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)  # its own session: the server and its uvicorn worker
         server.wait(timeout=60)
         log.close()
 
@@ -214,3 +220,19 @@ def test_kill_9_while_the_model_is_logged_then_resume(tmp_path, moment):
     assert [o.model_id for o in after.outputs.model_outputs if o.model_id == models[0].model_id]
     fresh = fresh_process(tmp_path, f"models:/{models[0].model_id}", 2048)
     assert abs(fresh["acc"] - after.data.metrics["test/acc"]) <= 0.001
+
+
+def test_parallel_jobs_log_the_same_data_sets_and_the_best_model_comes_from_a_worker(tmp_path):
+    """joblib, 2 workers: both jobs log the same three data sets at once (MLflow creates each once;
+    the loser retries), and the sweep's end logs the best model in a reused worker."""
+    result = run_sweep(tmp_path, *SWEEP_FAST, "model=softmax", "optimizer=sgd,adam,rmsprop,adagrad",
+                       "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, (parent,), children, _ = sweep_runs(tmp_path)
+    assert [c.info.status for c in children] == ["FINISHED"] * 4
+    digests = {frozenset((i.dataset.name, i.dataset.digest) for i in client.get_run(c.info.run_id).inputs.dataset_inputs)
+               for c in children}
+    assert len(digests) == 1 and len(next(iter(digests))) == 3  # the same three data sets, each logged once
+    (model,) = models_of(client, parent.info.experiment_id)
+    assert model.source_run_id == best_by_validation(client, children).info.run_id
+    assert "Best run" in result.stdout and "at its best checkpoint): model models:/" in result.stdout

@@ -1,6 +1,9 @@
 """The MLflow UI of a finished sweep, reviewed in a real browser (Debian's headless Chromium driven
 by playwright-core): the experiment page lists the parent run and, once it is expanded, its children;
-a child's metric chart page draws val/acc; the parent's report.html renders as an artifact.
+the best child's Models cell links its logged model and its Dataset cell names its data sets; the
+logged model's page lists its metrics with their data sets; the registered model's page shows the
+version and its alias `champion`; a child's metric chart page draws val/acc; the parent's report.html
+renders as an artifact.
 Screenshots land in test-artifacts/ui/ (git-ignored) for a reviewer. Slow tier.
 """
 
@@ -44,6 +47,14 @@ def test_sweep_in_the_mlflow_ui(tmp_path):
     assert len(history) == 3
     last = max(history, key=lambda m: m.step).value
 
+    # The sweep logged its best child's model; register it as the champion.
+    (logged,) = client.search_logged_models([experiment.experiment_id])
+    best = client.get_run(logged.source_run_id)
+    registered = subprocess.run([PYTHON, "pipelines/register.py", "sweep=latest", f"paths.log_dir={tmp_path}/outputs"],
+                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert registered.returncode == 0, registered.stderr[-3000:]
+    version = client.get_model_version_by_alias("fashion_mnist-softmax", "champion")
+
     out = ARTIFACTS / "ui"
     for old in out.glob("*.png"):
         old.unlink()
@@ -53,6 +64,10 @@ def test_sweep_in_the_mlflow_ui(tmp_path):
             "childNames": [c.info.run_name for c in children], "metricRunId": child.info.run_id,
             "metricRunName": child.info.run_name, "metric": "val/acc", "metricValue": repr(last),
             "reportRunId": parent.info.run_id, "out": str(out), "widenRunNames": 160,
+            "model": {"runName": best.info.run_name, "name": logged.name, "id": logged.model_id,
+                      "dataset": "fashion_mnist-train", "metricDataset": "fashion_mnist-validation",
+                      "registered": {"name": "fashion_mnist-softmax", "alias": "champion",
+                                     "version": str(version.version)}},
         }
         driver = subprocess.run(["node", str(UI_DRIVER), json.dumps(spec)], cwd=ROOT, capture_output=True,
                                 text=True, timeout=600, env={**os.environ, "MLFLOW_TRACKING_USERNAME": ""})
@@ -61,8 +76,8 @@ def test_sweep_in_the_mlflow_ui(tmp_path):
     report = json.loads(lines[-1])
     failed = [c for c in report["checks"] if not c["ok"]]
     assert report["ok"] and not failed, (failed, report["screenshots"], driver.stderr[-2000:])
-    assert len(report["checks"]) >= 9
-    for name in ("experiment_runs", "metric_chart", "report_artifact"):
+    assert len(report["checks"]) >= 17
+    for name in ("experiment_runs", "logged_model", "registered_model", "metric_chart", "report_artifact"):
         png = out / f"{name}.png"
         assert png.is_file() and png.stat().st_size > 10_000, png
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -6,7 +6,9 @@
 // spec: {url, experimentId, parentName, childNames: [...], metricRunId, metricRunName, metric,
 //        metricValue (text the metric table must show), out (folder), reportRunId (optional: also
 //        open the parent's report/report.html artifact), reportFile (optional: a report.html path to
-//        screenshot whole), prefix (screenshot name prefix)}
+//        screenshot whole), prefix (screenshot name prefix),
+//        model (optional: {runName, name, id, dataset, metricDataset, registered: {name, alias, version}}:
+//        the run's Models and Dataset cells, the logged model's page, the registered model's page)}
 // Credentials for a server with basic auth: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.
 // Prints one JSON object {ok, checks: [{name, ok, detail}], screenshots: [...]}; exit 1 unless ok.
 import { mkdirSync } from 'node:fs';
@@ -84,6 +86,54 @@ try {
   }
   await page.waitForTimeout(500);
   await shot(page, 'experiment_runs');
+
+  if (spec.model) {
+    // The run's row: its Models cell names its logged model, its Dataset cell its data sets.
+    const m = spec.model;
+    const nameRow = page.locator('.ag-row', { has: page.getByText(m.runName, { exact: true }) }).first();
+    const rowIndex = await nameRow.getAttribute('row-index');
+    const cells = page.locator(`.ag-row[row-index="${rowIndex}"]`);
+    const modelLink = cells.locator('.ag-cell[col-id="attributes.`Models`"] a', { hasText: m.name });
+    check(`Models column of ${m.runName} links its model ${m.name}`, await visible(modelLink),
+      await cells.locator('.ag-cell[col-id="attributes.`Models`"]').allInnerTexts().catch((e) => e));
+    const datasetCell = cells.locator('.ag-cell[col-id="attributes.`Dataset`"]', { hasText: m.dataset });
+    check(`Dataset column of ${m.runName} shows ${m.dataset}`, await visible(datasetCell),
+      await cells.locator('.ag-cell[col-id="attributes.`Dataset`"]').allInnerTexts().catch((e) => e));
+    const others = spec.childNames.filter((name) => name !== m.runName);
+    for (const name of others) {
+      const row = page.locator('.ag-row', { has: page.getByText(name, { exact: true }) }).first();
+      const index = await row.getAttribute('row-index');
+      const text = (await page.locator(`.ag-row[row-index="${index}"] .ag-cell[col-id="attributes.\`Models\`"]`)
+        .allInnerTexts()).join(' ').trim();
+      check(`Models column of ${name} is empty (only the best run has a model)`, text === '-' || text === '', text);
+    }
+
+    // The logged model's page: its metrics with their data sets, and its registered version.
+    await page.goto(`${spec.url}/#/experiments/${spec.experimentId}/models/${m.id}`);
+    await closeAssistant(page);
+    check('logged model page is titled with the model name', await visible(page.getByText(m.name, { exact: true })), m.name);
+    check('logged model page lists val/acc', await visible(page.getByText('val/acc', { exact: true })));
+    check(`logged model metrics name their data set ${m.metricDataset}`,
+      await visible(page.getByText(m.metricDataset, { exact: false })), m.metricDataset);
+    if (m.registered) {
+      check('logged model page links its registered version',
+        await visible(page.getByText(`${m.registered.name}`, { exact: false })), m.registered.name);
+    }
+    await page.waitForTimeout(500);
+    await shot(page, 'logged_model');
+
+    if (m.registered) {
+      // The registered model's page: the version and its alias.
+      await page.goto(`${spec.url}/#/models/${encodeURIComponent(m.registered.name)}`);
+      await closeAssistant(page);
+      check(`registered model ${m.registered.name} lists Version ${m.registered.version}`,
+        await visible(page.getByText(`Version ${m.registered.version}`, { exact: true })));
+      check(`registered model shows the alias @ ${m.registered.alias}`,
+        await visible(page.getByText(m.registered.alias, { exact: false })), m.registered.alias);
+      await page.waitForTimeout(500);
+      await shot(page, 'registered_model');
+    }
+  }
 
   // 2. A child's metric chart page.
   const q = (value) => encodeURIComponent(JSON.stringify(value));

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import math
 import os
 import re
@@ -419,6 +420,12 @@ def register(client, run, model, name: str, alias: str = CHAMPION, extra_tags: d
     version = client.create_model_version(name, source=source, run_id=run.info.run_id,
                                           tags={k: str(v)[:5000] for k, v in tags.items()}, model_id=model.model_id)
     client.set_registered_model_alias(name, alias, version.version)
+    # The logged model's page lists its registered versions from this tag (as mlflow.register_model sets it).
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    versions = json.loads(client.get_logged_model(model.model_id).tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+    versions.append({"name": name, "version": version.version})
+    client.set_logged_model_tags(model.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(versions)})
     return version
 
 
