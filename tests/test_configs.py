@@ -17,7 +17,8 @@ def options(group: str) -> list[str]:
 
 def test_groups_have_the_promised_options():
     assert options("model") == ["logistic", "mlp", "softmax"]
-    assert set(options("data")) >= {"fashion_mnist", "mnist", "digits", "xor"}
+    assert set(options("data")) >= {"fashion_mnist", "mnist", "digits", "xor", "iris", "wine", "breast_cancer",
+                                    "moons", "circles"}
     assert options("optimizer") == ["adagrad", "adam", "adamw", "momentum", "nesterov", "rmsprop", "sgd"]
     assert options("scheduler") == ["cosine", "none", "step"]
     assert set(options("trainer")) >= {"default", "cpu", "gpu", "ddp_cpu"}
@@ -53,13 +54,18 @@ def test_scheduler_options(make_cfg, name):
     assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
 
 
-@pytest.mark.parametrize("data", ["fashion_mnist", "mnist", "digits", "xor"])
+# data option -> (input_dim, num_classes)
+SIZES = {"fashion_mnist": (784, 10), "mnist": (784, 10), "digits": (64, 10), "xor": (2, 2), "moons": (2, 2),
+         "circles": (2, 2), "iris": (4, 3), "wine": (13, 3), "breast_cancer": (30, 2)}
+
+
+@pytest.mark.parametrize("data", SIZES)
 @pytest.mark.parametrize("model", options("model"))
 def test_sizes_flow_from_data_into_model(make_cfg, data, model):
     cfg = make_cfg(f"data={data}", f"model={model}")
     choose_binary_task(cfg)
     validate(cfg)
-    expected_dim = {"fashion_mnist": 784, "mnist": 784, "digits": 64, "xor": 2}[data]
+    expected_dim, classes = SIZES[data]
     assert cfg.model.input_dim == expected_dim
     module = instantiate(cfg.model)
     first_layer = next(p for p in module.net.parameters() if p.ndim == 2)
@@ -67,7 +73,7 @@ def test_sizes_flow_from_data_into_model(make_cfg, data, model):
     if model == "logistic":
         assert cfg.data.num_classes == 2
     else:
-        assert cfg.model.num_classes == cfg.data.num_classes == (2 if data == "xor" else 10)
+        assert cfg.model.num_classes == cfg.data.num_classes == classes
 
 
 @pytest.mark.parametrize("name", options("trainer"))
@@ -115,6 +121,31 @@ def test_mlflow_uri_env_overrides_default(make_cfg, monkeypatch, tmp_path):
     assert make_cfg().logger.mlflow.tracking_uri == "http://127.0.0.1:5999"
 
 
+@pytest.mark.parametrize(
+    "uri, shown",
+    [
+        ("postgresql://user:pw@db.example/mlflow", "postgresql://user:***@db.example/mlflow"),
+        ("mysql+pymysql://u:p%40ss@db:3306/mlflow", "mysql+pymysql://u:***@db:3306/mlflow"),
+        ("http://alice:s3cret@mlflow.example:5000/x?y=1", "http://alice:***@mlflow.example:5000/x?y=1"),
+        ("https://bob:pw@[::1]:5000", "https://bob:***@[::1]:5000"),
+        ("http://user:p@ss@host/x", "http://***@host/x"),  # a raw @ in the password: nothing of it shown
+        ("http://user:pw@host:port/x", "http://***@host:port/x"),  # no URL for SQLAlchemy (bad port)
+        ("see http://user:pw@host for details", "see http://***@host for details"),
+        ("http://user@host:5000", "http://user@host:5000"),
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("sqlite:////tmp/at@sign/mlflow.db", "sqlite:////tmp/at@sign/mlflow.db"),
+        ("sqlite:///:memory:", "sqlite:///:memory:"),  # no password: the URI as given, not re-quoted
+        ("file:///tmp/mlruns", "file:///tmp/mlruns"),
+        ("/tmp/mlruns", "/tmp/mlruns"),
+        ("databricks", "databricks"),
+    ],
+)
+def test_uris_are_shown_without_their_password(uri, shown):
+    from lightsweep.tracking.uris import describe
+
+    assert describe(uri) == shown
+
+
 def test_unknown_group_option_is_a_composition_error(make_cfg):
     with pytest.raises(ConfigCompositionException, match="model/resnet"):
         make_cfg("model=resnet")
@@ -134,10 +165,19 @@ def test_unknown_group_option_is_a_composition_error(make_cfg):
         ("data.classes=[Shirt,Jacket]", "unknown class 'Jacket'"),
         ("trainer.max_epochs=0", "trainer.max_epochs must be > 0"),
         ("seed=1.5", "seed must be a whole number"),
+        ("seed=-1", "seed must be >= 0"),
+        ("trainer.max_epochs=nan", "trainer.max_epochs must be finite"),
+        ("trainer.log_every_n_steps=2.5", "trainer.log_every_n_steps must be a whole number"),
+        ("data.split_seed=-1", "data.split_seed must be >= 0"),
+        ("data.standardize=minmax", "data.standardize must be global or feature"),
+        ("scheduler=step scheduler.step_size=0", "scheduler.step_size must be > 0"),
+        ("scheduler=cosine scheduler.T_max=0", "scheduler.T_max must be > 0"),
+        ("optimizer=sgd optimizer.momentum=-0.5", "optimizer.momentum must be >= 0"),
+        ("optimizer=sgd optimizer.nesterov=true", "optimizer.nesterov=true needs optimizer.momentum > 0"),
     ],
 )
 def test_bad_values_give_one_clear_error(make_cfg, override, message):
-    cfg = make_cfg(override)
+    cfg = make_cfg(*override.split())
     with pytest.raises(LightsweepError, match=message) as info:
         choose_binary_task(cfg)
         validate(cfg)
@@ -151,6 +191,9 @@ def test_bad_values_give_one_clear_error(make_cfg, override, message):
         (["model=mlp", "model.hidden_sizes=[64,0]"], r"model.hidden_sizes\[\] must be > 0"),
         (["model=mlp", "model.activation=gelu"], "model.activation must be relu, sigmoid or tanh"),
         (["model=softmax", "model.loss=hinge"], "model.loss must be ce or mse"),
+        (["model=mlp", "model.dropout=1"], "model.dropout must be < 1"),
+        (["model=softmax", "model.label_smoothing=-0.1"], "model.label_smoothing must be >= 0"),
+        (["model=mlp", "model.hidden_sizes=8"], "model.hidden_sizes must be a non-empty list"),
         (["model=logistic", "data.classes=[Shirt,Bag,Coat]"], "the binary model needs 2 classes"),
         (["model=logistic", "data=xor", "data.classes=[0,1]", "data.positive_class=1"], None),
     ],

@@ -108,6 +108,23 @@ def test_truncated_gzip_copy_is_refused_and_leaves_nothing(make_cfg, tmp_path):
     assert not [p for p in (root / "MNIST" / "raw").iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.parametrize("where", ["header", "middle"])
+def test_corrupt_gzip_copy_is_refused_and_leaves_nothing(make_cfg, tmp_path, where):
+    copy = tmp_path / "copy"
+    write_mnist_like(copy, compress=True)
+    gz = copy / "train-images-idx3-ubyte.gz"
+    content = bytearray(gz.read_bytes())
+    start = 0 if where == "header" else len(content) // 2  # not gzip at all / a damaged stream
+    content[start : start + 64] = bytes(range(64))
+    gz.write_bytes(bytes(content))
+    root = tmp_path / "data"
+    dm = instantiate(make_cfg("data=mnist", f"data.root={root}", f"data.local_copies=[{copy}]").data)
+    with pytest.raises(LightsweepError, match="train-images-idx3-ubyte.gz .*truncated or corrupt"):
+        dm.setup("fit")
+    assert not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
+    assert not [p for p in (root / "MNIST" / "raw").iterdir() if p.name.startswith(".")]
+
+
 @needs_fashion_mnist
 def test_foreign_file_fails_the_checksum(make_cfg, tmp_path):
     copy = tmp_path / "copy"
@@ -123,13 +140,13 @@ def test_foreign_file_fails_the_checksum(make_cfg, tmp_path):
 def test_raw_files_are_rehashed_only_when_they_change(tmp_path, monkeypatch):
     """A file that passed keeps passing without a re-hash while its size, mtime and inode stay; a
     same-size rewrite is hashed again and refused."""
-    from lightsweep.data import idx
+    from torchvision.datasets import utils
 
     dm = IDXImageDataModule(root=tmp_path / "data", local_copies=[DEBIAN_COPY], class_names=list("0123456789"))
     dm.prepare_data()  # decompresses and checks the Debian copy
     hashed = []
-    real_md5 = idx._md5
-    monkeypatch.setattr(idx, "_md5", lambda path: hashed.append(path.name) or real_md5(path))
+    real_md5 = utils.check_md5
+    monkeypatch.setattr(utils, "check_md5", lambda path, md5: hashed.append(Path(path).name) or real_md5(path, md5))
     dm.prepare_data()
     assert len(hashed) == 4  # first check of files already in raw/
     dm.prepare_data()

@@ -11,7 +11,8 @@ import shutil
 import pytest
 
 from helpers import (
-    DEBIAN_COPY, QUIET, all_runs, assert_short_error, cli_env, free_port, needs_fashion_mnist, run_cli, store,
+    DEBIAN_COPY, QUIET, SWEEP_FAST, all_runs, assert_short_error, cli_env, free_port, needs_fashion_mnist, run_cli,
+    run_sweep, store, sweep_runs,
 )
 
 
@@ -36,15 +37,42 @@ def store_state(tmp_path) -> list[str]:
         (["trainer.max_epochs=0"], "trainer.max_epochs must be > 0"),
         (["model=logistic", "data.classes=[0,1,2]"], "the binary model needs 2 classes"),
         (["resume=last", "logger=none"], "pass ckpt_path=<file> instead"),
+        (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size must be > 0"),
+        (["data=iris", "data.classes=[setosa,rose]"], "unknown class 'rose'"),
     ],
     ids=["unknown-option", "negative-lr", "text-lr", "no-hidden-layers", "val-size-fraction", "zero-epochs",
-         "binary-on-3-classes", "resume-untracked"],
+         "binary-on-3-classes", "resume-untracked", "zero-step-size", "unknown-iris-class"],
 )
 def test_bad_config_is_refused_before_any_run(tmp_path, overrides, needle):
     result = run_cli(tmp_path, *overrides, *FAST)
     assert_short_error(result, needle)
+    # lightsweep's own refusals exit 2 in one line; an unknown option is Hydra's (exit 1).
+    assert result.returncode == (1 if needle == "model/resnet" else 2)
+    if needle != "model/resnet":
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Epoch" not in result.stdout
     assert store_state(tmp_path) == []  # refused before a run was created
+
+
+def test_a_bad_value_fails_its_sweep_job_and_the_sweep_goes_on(tmp_path):
+    """Validation runs inside each job (not while Hydra composes, which would abort the launcher): the
+    bad job is a FAILED child with the reason, the jobs around it run, the sweep exits 1."""
+    result = run_sweep(tmp_path, "scheduler=step", "scheduler.step_size=2,0,3", *SWEEP_FAST)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "3 jobs, 1 failed" in result.stdout
+    _, parents, children, _ = sweep_runs(tmp_path)
+    status = {c.data.tags["lightsweep.job"]: c.info.status for c in children}
+    assert status == {"0": "FINISHED", "1": "FAILED", "2": "FINISHED"}  # step_size 2, 0, 3
+    failed = next(c for c in children if c.info.status == "FAILED")
+    assert "scheduler.step_size must be > 0" in failed.data.tags["lightsweep.failure_reason"]
+    assert parents[0].info.status == "FINISHED"  # not every job failed
+
+
+def test_a_value_scikit_learn_rejects_fails_the_run_in_one_line(tmp_path):
+    result = run_cli(tmp_path, "data=moons", "data.loader.noise=-1", *FAST)
+    assert_short_error(result, "make_moons rejected its arguments", "'noise' parameter", "data.loader.*")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: make_moons")
+    assert store_state(tmp_path) == ["FAILED"]
 
 
 def test_an_unknown_constructor_argument_fails_the_run_in_one_line(tmp_path):

@@ -2,12 +2,12 @@
 
 from lightsweep.data.base import InMemoryDataModule, TensorBatches
 from lightsweep.data.idx import IDXImageDataModule
-from lightsweep.data.synthetic import DigitsDataModule, XORDataModule
+from lightsweep.data.sklearn_sets import SklearnDataModule, make_xor
 
 __all__ = [
-    "DigitsDataModule",
     "IDXImageDataModule",
     "InMemoryDataModule",
+    "SklearnDataModule",
     "TensorBatches",
-    "XORDataModule",
+    "make_xor",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -90,26 +91,19 @@ class TensorBatches:
                 yield self.x.index_select(0, idx), self.y.index_select(0, idx)
 
 
-def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (train, val) with `val_size` samples held out, every class in proportion."""
-    generator = torch.Generator().manual_seed(seed)
-    n = len(labels)
-    classes, counts = labels.unique(return_counts=True)
-    # Largest-remainder allocation: per-class shares that add up to exactly val_size.
-    exact = counts.double() * val_size / n
-    take = exact.floor().long()
-    remainder = val_size - int(take.sum())
-    if remainder:
-        take[torch.argsort(exact - take, descending=True)[:remainder]] += 1
-    val_parts, train_parts = [], []
-    for cls, k in zip(classes.tolist(), take.tolist()):
-        members = (labels == cls).nonzero().squeeze(1)
-        members = members[torch.randperm(len(members), generator=generator)]
-        val_parts.append(members[:k])
-        train_parts.append(members[k:])
-    train_idx = torch.cat(train_parts).sort().values
-    val_idx = torch.cat(val_parts).sort().values
-    return train_idx, val_idx
+def stratified_split(labels: torch.Tensor, size, seed: int, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (kept, held out): `size` samples (a count, or a fraction) held out, every class in
+    proportion (scikit-learn's train_test_split); `key` names the setting in the error."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        kept, held = train_test_split(
+            np.arange(len(labels)), test_size=size, stratify=labels.numpy(), random_state=seed
+        )
+    except ValueError as err:  # e.g. fewer held-out samples than classes, or a class of one sample
+        raise LightsweepError(f"{key} cannot hold out every class of this task ({err}): change {key}") from err
+    # Sorted: rows stay in file order (a split is a set; memory reads stay sequential).
+    return torch.from_numpy(np.sort(kept)), torch.from_numpy(np.sort(held))
 
 
 class InMemoryDataModule(pl.LightningDataModule):
@@ -130,6 +124,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         batch_size=128,
         eval_batch_size=1024,
         device_resident="auto",
+        standardize="global",
     ):
         super().__init__()
         self.all_class_names = [str(c) for c in class_names]
@@ -144,6 +139,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.device_resident = device_resident
+        self.standardize = standardize  # global: one mean/std (images) | feature: per column
         self.class_names = self._task_class_names()
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.mean = self.std = None
@@ -194,7 +190,7 @@ class InMemoryDataModule(pl.LightningDataModule):
                     f"data.val_size={self.val_size} leaves no training data ({len(train_y)} samples "
                     "for this task): use a smaller val_size, e.g. data.val_size=0.1"
                 )
-            train_idx, val_idx = stratified_split(train_y, n_val, self.split_seed)
+            train_idx, val_idx = stratified_split(train_y, n_val, self.split_seed, "data.val_size")
             val_x, val_y = train_x[val_idx], train_y[val_idx]
             train_x, train_y = train_x[train_idx], train_y[train_idx]
 
@@ -207,7 +203,14 @@ class InMemoryDataModule(pl.LightningDataModule):
 
         device = self._device()
         train_x = features(train_x)
-        self.mean, self.std = train_x.mean().item(), train_x.std().item()
+        if self.standardize == "feature":
+            # Per column (tabular sets: features on unrelated scales, e.g. wine's proline ~1000 vs
+            # hue ~1); a constant column is only centred, as scikit-learn's StandardScaler does.
+            self.mean, self.std = train_x.mean(0), train_x.std(0)
+            self.std[self.std == 0] = 1
+        else:
+            # One mean/std for every pixel (images): keeps the pixels' relative scale.
+            self.mean, self.std = train_x.mean().item(), train_x.std().item()
 
         def prepare(x, y):
             # (x - mean) / std, in place: the same floats without two more copies.

@@ -10,15 +10,12 @@ Where the files are looked for, in order:
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
 import os
 import shutil
 import tempfile
+import zlib
 from pathlib import Path
-
-import torch
 
 from lightsweep.data.base import InMemoryDataModule, Splits
 from lightsweep.errors import LightsweepError
@@ -37,35 +34,28 @@ KNOWN_MD5 = {
 FILES = list(KNOWN_MD5["FashionMNIST"])
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _decompress_verified(source: Path, target: Path, expected_md5: str | None) -> None:
-    """gunzip `source` to `target` atomically; a corrupt or foreign file never lands in `target`."""
+    """gunzip `source` to `target` atomically; a corrupt or foreign file never lands in `target`.
+    torchvision decompresses and checks the md5; the private folder + rename make it all-or-nothing."""
+    from torchvision.datasets.utils import check_integrity, extract_archive
+
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        with os.fdopen(fd, "wb") as out, gzip.open(source, "rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
-        if expected_md5 and _md5(Path(tmp_name)) != expected_md5:
+        plain = Path(extract_archive(str(source), str(staging)))
+        if not check_integrity(plain, expected_md5):
             raise LightsweepError(
                 f"{source} does not hold the official {target.name} (checksum mismatch): "
                 "reinstall it (apt-get install --reinstall dataset-fashion-mnist) or remove it"
             )
-        os.replace(tmp_name, target)
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        os.replace(plain, target)
+    except (OSError, EOFError, zlib.error) as err:
         raise LightsweepError(
             f"cannot decompress {source} ({err}): the file is truncated or corrupt; "
             "reinstall it or delete it and rerun setup"
         ) from err
     finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class IDXImageDataModule(InMemoryDataModule):
@@ -126,6 +116,8 @@ class IDXImageDataModule(InMemoryDataModule):
     def _verify_raw(self) -> None:
         """Files already in `raw/` may have been damaged since: check the content checksums (~0.1 s),
         unless a file is unchanged (size, modification time, inode) since it last passed."""
+        from torchvision.datasets.utils import check_md5
+
         stamp_path = self.raw_dir / ".verified.json"
         try:
             stamps = json.loads(stamp_path.read_text())
@@ -136,7 +128,7 @@ class IDXImageDataModule(InMemoryDataModule):
             path = self.raw_dir / name
             info = path.stat()
             stamp = [info.st_size, info.st_mtime_ns, info.st_ino, expected]
-            if stamps.get(name) != stamp and _md5(path) != expected:
+            if stamps.get(name) != stamp and not check_md5(path, expected):
                 raise LightsweepError(
                     f"{path} is corrupt (checksum mismatch): delete {self.raw_dir} and rerun; "
                     "it is re-created from the local copy"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -18,8 +17,22 @@ def sqlite_path(tracking_uri: str) -> Path | None:
 
 
 def describe(tracking_uri: str) -> str:
-    """The URI with any password removed, fit for printing and logging."""
-    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", tracking_uri)
+    """The URI with any password replaced by ***, fit for printing and logging."""
+    from sqlalchemy.engine import make_url  # parses scheme://user:password@host of any scheme, http too
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(tracking_uri)
+    except (ArgumentError, ValueError):
+        url = None
+    if url is not None and "@" not in (url.host or ""):
+        # Rendered only when there is a password to hide: rendering re-quotes the rest (`:memory:`).
+        return tracking_uri if url.password is None else url.render_as_string(hide_password=True)
+    # Not a URL (a path, a sentence), a malformed one (a bad port), or a raw "@" in the password that
+    # make_url would cut short: hide everything between the scheme and the last "@".
+    scheme, sep, rest = tracking_uri.partition("://")
+    at = rest.rfind("@")
+    return f"{scheme}{sep}***{rest[at:]}" if sep and at >= 0 else tracking_uri
 
 
 def ui_command(tracking_uri: str) -> str:
