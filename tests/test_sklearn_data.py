@@ -82,6 +82,7 @@ def test_each_set_trains_for_real(make_cfg, name, model, floor):
     assert floor <= metrics["test/acc"] <= 1
 
 
+@pytest.mark.slow  # full-length runs of both models (the XOR lesson test stays in the fast tier)
 @pytest.mark.parametrize("name, mlp_floor, logistic_ceiling", [
     ("circles", 0.95, 0.6),   # measured: mlp 0.99, logistic 0.49-0.53 (seeds 42, 1, 2)
     ("moons", 0.93, 0.88),    # measured: mlp 0.96, logistic 0.84: almost linearly separable, not quite
