@@ -215,6 +215,51 @@ def test_submitit_sweep_jobs_in_other_processes_log_as_children(server, tmp_path
         "0-optimizer=sgd", "1-optimizer=adam", "report"]
 
 
+def test_models_and_registry_through_the_server(server, tmp_path, monkeypatch):
+    """MLflow models on the team server: the best child's model is uploaded through the served
+    artifacts, register.py registers it with the team's credentials, the alias resolves, the model
+    loads in a fresh process through the server, and the registry's rows are in PostgreSQL."""
+    result = run_sweep(server, tmp_path, "experiment_name=team-models", "optimizer=sgd,adam")
+    assert result.returncode == 0, result.stderr[-3000:]
+    experiment, (parent,), children, _, _ = sweep_runs(server, "team-models")
+    for key, value in server.client_env.items():
+        if key.startswith("MLFLOW_"):
+            monkeypatch.setenv(key, value)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(server.url)
+    (model,) = client.search_logged_models([experiment["experiment_id"]])
+    best = max(children, key=lambda c: max(m.value for m in client.get_metric_history(c["info"]["run_id"], "val/acc")))
+    assert model.source_run_id == best["info"]["run_id"]
+    assert model.artifact_location.startswith("mlflow-artifacts:")
+    assert list((server.state / "artifacts").rglob("model.pt2"))  # uploaded through the server
+    assert {i.dataset.name for i in client.get_run(model.source_run_id).inputs.dataset_inputs} == {
+        "fashion_mnist-train", "fashion_mnist-validation", "fashion_mnist-test"}
+
+    registered = subprocess.run(
+        [PYTHON, "pipelines/register.py", "sweep=latest", "experiment_name=team-models", "name=team-clothes",
+         f"paths.log_dir={tmp_path}/outputs"],
+        cwd=ROOT, env=server.client_env, capture_output=True, text=True, timeout=600)
+    assert registered.returncode == 0, registered.stderr[-3000:]
+    version = client.get_model_version_by_alias("team-clothes", "champion")
+    assert str(version.version) == "1" and version.run_id == model.source_run_id
+    load = ("import mlflow, numpy as np; m = mlflow.pyfunc.load_model('models:/team-clothes@champion'); "
+            "print(m.predict(np.zeros((4, 28, 28), dtype=np.uint8)).shape)")
+    loaded = subprocess.run([PYTHON, "-c", load], cwd=tmp_path, env=server.client_env, capture_output=True,
+                            text=True, timeout=600)
+    assert loaded.returncode == 0 and loaded.stdout.strip().endswith("(4, 10)"), loaded.stderr[-3000:]
+    import psycopg2
+
+    with psycopg2.connect(host="127.0.0.1", port=server.pg_port, user="mlflow", dbname="mlflow",
+                          passfile=str(server.state / "pgpass")) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM model_versions WHERE name = 'team-clothes'")
+        assert cur.fetchone()[0] == 1
+        cur.execute("SELECT version FROM registered_model_aliases WHERE name = 'team-clothes' AND alias = 'champion'")
+        assert cur.fetchone()[0] == 1
+    # The registry is no more open than the runs.
+    assert api(server, "GET", "registered-models/get", auth=False, params={"name": "team-clothes"}).status_code == 401
+
+
 def test_stop_ends_both_processes_by_pid(server):
     stopped = script(server, "stop", timeout=120)
     assert stopped.returncode == 0, stopped.stderr

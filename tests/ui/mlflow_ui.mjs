@@ -93,8 +93,10 @@ try {
     const nameRow = page.locator('.ag-row', { has: page.getByText(m.runName, { exact: true }) }).first();
     const rowIndex = await nameRow.getAttribute('row-index');
     const cells = page.locator(`.ag-row[row-index="${rowIndex}"]`);
-    const modelLink = cells.locator('.ag-cell[col-id="attributes.`Models`"] a', { hasText: m.name });
-    check(`Models column of ${m.runName} links its model ${m.name}`, await visible(modelLink),
+    // Once registered, the cell names the registered model (with its version) instead of the logged one.
+    const shown = m.registered ? m.registered.name : m.name;
+    const modelLink = cells.locator('.ag-cell[col-id="attributes.`Models`"] a', { hasText: shown });
+    check(`Models column of ${m.runName} links its model (${shown})`, await visible(modelLink),
       await cells.locator('.ag-cell[col-id="attributes.`Models`"]').allInnerTexts().catch((e) => e));
     const datasetCell = cells.locator('.ag-cell[col-id="attributes.`Dataset`"]', { hasText: m.dataset });
     check(`Dataset column of ${m.runName} shows ${m.dataset}`, await visible(datasetCell),
