@@ -1,13 +1,20 @@
 # The two commands of the quick start: `make train` and `make test` (each sets up first).
 PY := .venv/bin/python
 
-.PHONY: setup train test test-slow test-all bench team-deps server server-stop server-status slurm slurm-stop ui-screenshots
+.PHONY: setup lint format train test test-slow test-all bench team-deps server server-stop server-status slurm slurm-stop ui-screenshots
 
 setup:
 	@bash scripts/setup.sh
 
 train: setup
 	$(PY) train.py model=softmax
+
+# ruff (pyproject.toml [tool.ruff]): lint and formatting check; `make format` fixes both.
+lint: setup
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+format: setup
+	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
 
 # Fast tier (everything not marked slow).
 test: setup
