@@ -36,8 +36,9 @@ def main() -> None:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        import lightsweep
         import speed  # this tree's timing code (benchmarks/ is on PYTHONPATH)
+
+        import lightsweep
 
         root = Path(os.environ["LIGHTSWEEP_ROOT"])
         answer({"lightsweep": str(Path(lightsweep.__file__).resolve().parent)})

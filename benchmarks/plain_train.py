@@ -58,7 +58,9 @@ def stratified_split(labels: torch.Tensor, val_size: int, seed: int):
     return torch.cat(train_parts).sort().values, torch.cat(val_parts).sort().values
 
 
-def load_data(raw: Path = RAW, val_size: int = 5000, split_seed: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def load_data(
+    raw: Path = RAW, val_size: int = 5000, split_seed: int = 0
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     train_x = read_idx(raw / "train-images-idx3-ubyte").reshape(-1, 784).float() / 255
     train_y = read_idx(raw / "train-labels-idx1-ubyte").long()
     test_x = read_idx(raw / "t10k-images-idx3-ubyte").reshape(-1, 784).float() / 255
@@ -80,8 +82,12 @@ def make_net(model: str, seed: int) -> nn.Module:
     if model == "softmax":
         return nn.Linear(784, 10)
     return nn.Sequential(
-        nn.Linear(784, 256), nn.ReLU(), nn.Dropout(0.1),
-        nn.Linear(256, 128), nn.ReLU(), nn.Dropout(0.1),
+        nn.Linear(784, 256),
+        nn.ReLU(),
+        nn.Dropout(0.1),
+        nn.Linear(256, 128),
+        nn.ReLU(),
+        nn.Dropout(0.1),
         nn.Linear(128, 10),
     )
 
@@ -99,8 +105,18 @@ def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int =
     return loss_sum.item() / len(x), correct.item() / len(x)
 
 
-def fit(model: str, data, epochs: int, *, seed: int = 42, batch_size: int = 128, lr: float = 1e-3,
-        on_epoch_start=None, on_first_step=None, keep_best: Path | None = None):
+def fit(
+    model: str,
+    data,
+    epochs: int,
+    *,
+    seed: int = 42,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    on_epoch_start=None,
+    on_first_step=None,
+    keep_best: Path | None = None,
+):
     """Train `epochs` epochs; returns (net, per-epoch history, best state)."""
     net = make_net(model, seed)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
@@ -132,8 +148,14 @@ def fit(model: str, data, epochs: int, *, seed: int = 42, batch_size: int = 128,
         if scheduler is not None:
             scheduler.step()
         val_loss, val_acc = evaluate(net, *data["val"])
-        history.append({"train/loss_epoch": loss_sum.item() / n, "train/acc": correct.item() / n,
-                        "val/loss": val_loss, "val/acc": val_acc})
+        history.append(
+            {
+                "train/loss_epoch": loss_sum.item() / n,
+                "train/acc": correct.item() / n,
+                "val/loss": val_loss,
+                "val/acc": val_acc,
+            }
+        )
         if val_acc > best_acc:
             best_acc, best_state = val_acc, copy.deepcopy(net.state_dict())
             if keep_best is not None:
@@ -160,7 +182,9 @@ def main() -> None:
 
     data = load_data()
     out = args.out or Path(os.environ.get("TMPDIR", "/tmp")) / f"plain-{os.getpid()}.pt"
-    net, history, best_state = fit(args.model, data, args.epochs, seed=args.seed, on_first_step=first_step, keep_best=out)
+    net, history, best_state = fit(
+        args.model, data, args.epochs, seed=args.seed, on_first_step=first_step, keep_best=out
+    )
     net.load_state_dict(best_state)
     test_loss, test_acc = evaluate(net, *data["test"])
     print(f"test/acc={test_acc:.4f} test/loss={test_loss:.4f} val/acc={history[-1]['val/acc']:.4f}")

@@ -150,10 +150,9 @@ def run_lightsweep(model: str, epochs: int, tmp: Path, root: Path = ROOT) -> tup
 
 def run_bare(model: str, epochs: int, tmp: Path) -> tuple[dict, dict]:
     """(c): the same LightningModule and DataModule, built from the same config, in a bare Trainer."""
+    import probes
     import pytorch_lightning as pl
     from hydra.utils import instantiate
-
-    import probes
 
     cfg = compose(model, epochs, tmp, probe=False)
     # What lightsweep's build does before building (the same random state for the weights).
@@ -220,8 +219,16 @@ class BeforeWorker:
         if threads:
             cmd += ["--threads", str(threads)]
         self.log_fh = open(self.log, "w")
-        self.proc = subprocess.Popen(cmd, cwd=path, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.log_fh, text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=path,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log_fh,
+            text=True,
+            bufsize=1,
+        )
         self.info = self._answer()
 
     def _answer(self) -> dict:
@@ -250,19 +257,25 @@ class BeforeWorker:
         self.log_fh.close()
 
 
-SIDES = {"plain": "plain loop (a)", "lightsweep": "lightsweep (b)", "bare": "bare Trainer (c)",
-         "before": "lightsweep before (b)"}
+SIDES = {
+    "plain": "plain loop (a)",
+    "lightsweep": "lightsweep (b)",
+    "bare": "bare Trainer (c)",
+    "before": "lightsweep before (b)",
+}
 SHORT = {"plain": "a", "lightsweep": "b", "bare": "c", "before": "before"}
 
 
 def epoch_section(models: list[str], repeats: int, epochs: int, tmp: Path, worker: BeforeWorker | None) -> dict:
+    import plain_train
     import torch
 
-    import plain_train
-
     sides = [s for s in SIDES if s != "before" or worker is not None]
-    print(f"[epoch] torch threads: {torch.get_num_threads()}; {repeats} repeats x {epochs} epochs; "
-          f"steady state = median of epochs 2..{epochs}; sides: {', '.join(SIDES[s] for s in sides)}", flush=True)
+    print(
+        f"[epoch] torch threads: {torch.get_num_threads()}; {repeats} repeats x {epochs} epochs; "
+        f"steady state = median of epochs 2..{epochs}; sides: {', '.join(SIDES[s] for s in sides)}",
+        flush=True,
+    )
     if not (DATA_DIR / "FashionMNIST" / "raw").is_dir():  # first use: lightsweep decompresses the local copy
         run_lightsweep(models[0], 1, tmp)
     data = plain_train.load_data()
@@ -283,9 +296,13 @@ def epoch_section(models: list[str], repeats: int, epochs: int, tmp: Path, worke
                 row[f"{side}_val"] = (last.get("val/loss", float("nan")), last.get("val/acc", float("nan")))
             rows.append(row)
             line = "  ".join(f"{SHORT[side]} {row[side]['wall']:.3f}s (cpu {row[side]['cpu']:.3f})" for side in sides)
-            print(f"[epoch] {model} {r + 1}/{repeats}: {line}  b/c {row['lightsweep']['wall'] / row['bare']['wall']:.3f}"
-                  f"  b/a {row['lightsweep']['wall'] / row['plain']['wall']:.2f}"
-                  + "  final val/loss " + " ".join(f"{SHORT[s]} {row[s + '_val'][0]:.7f}" for s in sides), flush=True)
+            print(
+                f"[epoch] {model} {r + 1}/{repeats}: {line}  b/c {row['lightsweep']['wall'] / row['bare']['wall']:.3f}"
+                f"  b/a {row['lightsweep']['wall'] / row['plain']['wall']:.2f}"
+                + "  final val/loss "
+                + " ".join(f"{SHORT[s]} {row[s + '_val'][0]:.7f}" for s in sides),
+                flush=True,
+            )
         out = {"n_epochs": epochs}
         for clock in ("wall", "cpu"):
             c = out[clock] = {side: stats([row[side][clock] for row in rows]) for side in sides}
@@ -338,8 +355,13 @@ def timed_process(cmd: list[str], env: dict, log: Path, cwd: Path = ROOT) -> dic
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}); see {log}:\n{log.read_text()[-3000:]}")
     first_wall, first_cpu = (float(v) for v in first.read_text().split()) if first.exists() else (float("nan"),) * 2
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_gb": peak / 1e9,
-            "first_step": first_wall - start_wall, "first_step_cpu": first_cpu}
+    return {
+        "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "rss_gb": peak / 1e9,
+        "first_step": first_wall - start_wall,
+        "first_step_cpu": first_cpu,
+    }
 
 
 def bench_env(tmp: Path, store: str = "store") -> dict:
@@ -359,8 +381,12 @@ def before_env(path: Path, tmp: Path) -> dict:
 
 
 def process_section(repeats: int, epochs: int, tmp: Path, threads: int | None, before: Path | None) -> dict:
-    common = [f"trainer.max_epochs={epochs}", f"paths.log_dir={tmp / 'outputs'}", f"paths.data_dir={DATA_DIR}",
-              "+callbacks.bench_probe._target_=probes.BenchProbe"]
+    common = [
+        f"trainer.max_epochs={epochs}",
+        f"paths.log_dir={tmp / 'outputs'}",
+        f"paths.data_dir={DATA_DIR}",
+        "+callbacks.bench_probe._target_=probes.BenchProbe",
+    ]
     lightsweep_cmd = [sys.executable, "train.py", "model=softmax", *common]
     plain_cmd = [sys.executable, str(HERE / "plain_train.py"), "--model", "softmax", "--epochs", str(epochs)]
     if threads:
@@ -369,32 +395,43 @@ def process_section(repeats: int, epochs: int, tmp: Path, threads: int | None, b
     sides = {"plain": (plain_cmd, bench_env(tmp), ROOT), "lightsweep": (lightsweep_cmd, bench_env(tmp), ROOT)}
     if before is not None:
         sides["before"] = (lightsweep_cmd, before_env(before, tmp), before)
-    print(f"[process] python train.py model=softmax trainer.max_epochs={epochs} (+ paths, a timing probe"
-          f"{', threads=%d' % threads if threads else ''})  vs  plain_train.py --epochs {epochs}; "
-          f"{repeats} repeats; sides: {', '.join(sides)}", flush=True)
+    print(
+        f"[process] python train.py model=softmax trainer.max_epochs={epochs} (+ paths, a timing probe"
+        f"{', threads=%d' % threads if threads else ''})  vs  plain_train.py --epochs {epochs}; "
+        f"{repeats} repeats; sides: {', '.join(sides)}",
+        flush=True,
+    )
     runs = {side: [] for side in sides}
     for r in range(repeats):
         for side in sides if r % 2 == 0 else reversed(sides):
             cmd, env, cwd = sides[side]
             runs[side].append(timed_process(cmd, env, tmp / f"process-{side}-{r}.log", cwd))
-        print(f"[process] {r + 1}/{repeats}: " + "; ".join(
-            f"{side} wall {run[-1]['wall']:.1f}s cpu {run[-1]['cpu']:.1f}s first step {run[-1]['first_step']:.1f}s "
-            f"RSS {run[-1]['rss_gb']:.2f} GB" for side, run in runs.items())
-            + f"; wall ratio {runs['lightsweep'][-1]['wall'] / runs['plain'][-1]['wall']:.2f}", flush=True)
+        print(
+            f"[process] {r + 1}/{repeats}: "
+            + "; ".join(
+                f"{side} wall {run[-1]['wall']:.1f}s cpu {run[-1]['cpu']:.1f}s first step {run[-1]['first_step']:.1f}s "
+                f"RSS {run[-1]['rss_gb']:.2f} GB"
+                for side, run in runs.items()
+            )
+            + f"; wall ratio {runs['lightsweep'][-1]['wall'] / runs['plain'][-1]['wall']:.2f}",
+            flush=True,
+        )
     keys = ("wall", "cpu", "rss_gb", "first_step", "first_step_cpu")
     out = {side: {k: stats([run[k] for run in rs]) for k in keys} for side, rs in runs.items()}
     for side in runs:
         if side != "plain":
             for clock in ("wall", "cpu"):
-                out[side][f"{clock}_ratio"] = stats([l[clock] / p[clock] for p, l in zip(runs["plain"], runs[side])])
+                out[side][f"{clock}_ratio"] = stats([s[clock] / p[clock] for p, s in zip(runs["plain"], runs[side])])
     out["epochs"] = epochs
     return out
 
 
 # --- report -------------------------------------------------------------------------------------
 # --- 3. start-up: the CLI's GC pause (lightsweep.startup) -----------------------------------------
-IMPORTS = ("import lightsweep.cli, pytorch_lightning, mlflow.tracking, mlflow.store.tracking.sqlalchemy_store, "
-           "lightsweep.build, lightsweep.callbacks; from lightsweep.plots import pyplot; pyplot()")
+IMPORTS = (
+    "import lightsweep.cli, pytorch_lightning, mlflow.tracking, mlflow.store.tracking.sqlalchemy_store, "
+    "lightsweep.build, lightsweep.callbacks; from lightsweep.plots import pyplot; pyplot()"
+)
 
 
 def startup_section(repeats: int) -> dict:
@@ -402,7 +439,7 @@ def startup_section(repeats: int) -> dict:
     code = {"paused": f"from lightsweep.startup import pause_gc; pause_gc(); {IMPORTS}", "collecting": IMPORTS}
     times: dict[str, list[float]] = {"paused": [], "collecting": []}
     for i in range(repeats):
-        for side in (("paused", "collecting") if i % 2 == 0 else ("collecting", "paused")):
+        for side in ("paused", "collecting") if i % 2 == 0 else ("collecting", "paused"):
             start = time.perf_counter()
             subprocess.run([sys.executable, "-c", code[side]], cwd=ROOT, check=True, capture_output=True)
             times[side].append(time.perf_counter() - start)
@@ -416,8 +453,11 @@ def verdict(value: float, target: float) -> str:
 
 def report(results: dict) -> None:
     load = ", ".join(f"{k} {a:.1f}->{b:.1f}" for k, (a, b) in results.get("load", {}).items())
-    lines = ["", "== lightsweep speed benchmark: median [min, max] ==",
-             f"torch threads: {results['threads']}; {os.cpu_count()} cores; load average (1 min) per section: {load}"]
+    lines = [
+        "",
+        "== lightsweep speed benchmark: median [min, max] ==",
+        f"torch threads: {results['threads']}; {os.cpu_count()} cores; load average (1 min) per section: {load}",
+    ]
     if results.get("before"):
         lines.append(f"before: {results['before']}")
     w = 22
@@ -437,47 +477,82 @@ def report(results: dict) -> None:
                     line += f" {fmt(c['before']):<{w}}"
                 lines.append(line + f" {fmt(c['b/c']):<{w}} {fmt(c['b/a'], 2)}")
             if before:
-                lines.append("  before vs after: " + "; ".join(
-                    f"{m} after/before {fmt(r[clock]['b/before'], 2)}, before/a {fmt(r[clock]['before/a'], 2)}"
-                    for m, r in results["epoch"].items()))
-        lines.append("  same computation, max |final val/loss| difference: " + "; ".join(
-            f"{m}: b-c {r['val_loss_b_c']:.1e}, a-b {r['val_loss_a_b']:.1e} (val/acc {r['val_acc_a_b']:.4f})"
-            + (f", before-b {r['val_loss_before_b']:.1e}" if "val_loss_before_b" in r else "")
-            for m, r in results["epoch"].items()))
+                lines.append(
+                    "  before vs after: "
+                    + "; ".join(
+                        f"{m} after/before {fmt(r[clock]['b/before'], 2)}, before/a {fmt(r[clock]['before/a'], 2)}"
+                        for m, r in results["epoch"].items()
+                    )
+                )
+        lines.append(
+            "  same computation, max |final val/loss| difference: "
+            + "; ".join(
+                f"{m}: b-c {r['val_loss_b_c']:.1e}, a-b {r['val_loss_a_b']:.1e} (val/acc {r['val_acc_a_b']:.4f})"
+                + (f", before-b {r['val_loss_before_b']:.1e}" if "val_loss_before_b" in r else "")
+                for m, r in results["epoch"].items()
+            )
+        )
     if "process" in results:
         r = results["process"]
         sides = [s for s in ("plain", "lightsweep", "before") if s in r]
         names = {"plain": "plain script", "lightsweep": "python train.py", "before": "train.py before"}
         lines.append(f"whole process, softmax {r['epochs']} epochs:")
         lines.append(f"  {'':<28} " + " ".join(f"{names[s]:<{w}}" for s in sides))
-        for key, title, digits in (("wall", "wall seconds", 1), ("wall_ratio", "  / plain script", 2),
-                                   ("cpu", "CPU seconds", 1), ("cpu_ratio", "  / plain script", 2),
-                                   ("first_step", "launch to first step, s", 2),
-                                   ("first_step_cpu", "  (CPU seconds by then)", 2), ("rss_gb", "peak RSS, GB", 2)):
+        for key, title, digits in (
+            ("wall", "wall seconds", 1),
+            ("wall_ratio", "  / plain script", 2),
+            ("cpu", "CPU seconds", 1),
+            ("cpu_ratio", "  / plain script", 2),
+            ("first_step", "launch to first step, s", 2),
+            ("first_step_cpu", "  (CPU seconds by then)", 2),
+            ("rss_gb", "peak RSS, GB", 2),
+        ):
             lines.append(f"  {title:<28} " + " ".join(f"{fmt(r[s].get(key), digits):<{w}}" for s in sides))
     if "startup" in results:
         r = results["startup"]
-        lines.append(f"start-up imports (fresh process), s: GC paused {fmt(r['paused'], 2)}, collecting "
-                     f"{fmt(r['collecting'], 2)}, ratio {fmt(r['ratio'], 2)}")
+        lines.append(
+            f"start-up imports (fresh process), s: GC paused {fmt(r['paused'], 2)}, collecting "
+            f"{fmt(r['collecting'], 2)}, ratio {fmt(r['ratio'], 2)}"
+        )
     lines.append("targets (medians):")
     checks = []
     if "epoch" in results:
         for model, r in results["epoch"].items():
-            checks.append((f"epoch b/c {model} <= {TARGETS['epoch b/c']}", r["wall"]["b/c"]["median"], TARGETS["epoch b/c"], 3))
+            checks.append(
+                (f"epoch b/c {model} <= {TARGETS['epoch b/c']}", r["wall"]["b/c"]["median"], TARGETS["epoch b/c"], 3)
+            )
         for model, r in results["epoch"].items():
-            checks.append((f"|val/loss b - c| {model} <= {TARGETS['val loss b-c']:.0e}", r["val_loss_b_c"], TARGETS["val loss b-c"], "e"))
+            checks.append(
+                (
+                    f"|val/loss b - c| {model} <= {TARGETS['val loss b-c']:.0e}",
+                    r["val_loss_b_c"],
+                    TARGETS["val loss b-c"],
+                    "e",
+                )
+            )
     if "process" in results:
-        checks.append((f"peak RSS train.py <= {TARGETS['peak RSS GB']} GB", results["process"]["lightsweep"]["rss_gb"]["median"], TARGETS["peak RSS GB"], 2))
+        checks.append(
+            (
+                f"peak RSS train.py <= {TARGETS['peak RSS GB']} GB",
+                results["process"]["lightsweep"]["rss_gb"]["median"],
+                TARGETS["peak RSS GB"],
+                2,
+            )
+        )
     for name, value, target, digits in checks:
         shown = f"{value:.1e}" if digits == "e" else f"{value:.{digits}f}"
         lines.append(f"  {name:<38} {shown:>9}  {verdict(value, target)}")
     info = []
     if "epoch" in results:
         info += [f"epoch b/a {m} {fmt(r['wall']['b/a'], 2)}" for m, r in results["epoch"].items()]
-        info += [f"epoch c/a (Lightning's own cost) {m} {fmt(r['wall']['c/a'], 2)}" for m, r in results["epoch"].items()]
+        info += [
+            f"epoch c/a (Lightning's own cost) {m} {fmt(r['wall']['c/a'], 2)}" for m, r in results["epoch"].items()
+        ]
     if "process" in results:
         r = results["process"]
-        info.append(f"process wall ratio train.py / plain ({r['epochs']} epochs) {fmt(r['lightsweep']['wall_ratio'], 2)}")
+        info.append(
+            f"process wall ratio train.py / plain ({r['epochs']} epochs) {fmt(r['lightsweep']['wall_ratio'], 2)}"
+        )
         if "before" in r:
             info.append(f"process wall ratio before / plain {fmt(r['before']['wall_ratio'], 2)}")
     if info:
@@ -487,19 +562,31 @@ def report(results: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", default="epoch,process,startup",
-                        help="comma-separated sections to run: epoch, process, startup")
+    parser.add_argument(
+        "--only", default="epoch,process,startup", help="comma-separated sections to run: epoch, process, startup"
+    )
     parser.add_argument("--models", default="softmax,mlp")
     parser.add_argument("--repeats", type=int, default=5, help="repeats of the epoch section")
     parser.add_argument("--epochs", type=int, default=6, help="epochs per timed run (the first is skipped)")
     parser.add_argument("--process-repeats", type=int, default=3)
     parser.add_argument("--process-epochs", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads on every side; 0: torch's default (all cores). Default 1: see the module docstring")
-    parser.add_argument("--before", type=Path, default=None,
-                        help="another lightsweep checkout (e.g. a `git worktree` of the old commit): its (b) and process timings too")
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke test: 2 repeats x 3 epochs, 1 process repeat x 3 epochs (the numbers mean little)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads on every side; 0: torch's default (all cores). Default 1: see the module docstring",
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="another lightsweep checkout (e.g. a `git worktree` of the old commit): its (b) and process timings too",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke test: 2 repeats x 3 epochs, 1 process repeat x 3 epochs (the numbers mean little)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     if args.quick:

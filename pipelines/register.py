@@ -40,13 +40,19 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     except MlflowException as err:  # the registry refused (a name it does not allow, permissions)
-        print(f"error: the MLflow registry refused: {str(err).splitlines()[0]}: check name= and your "
-              "permissions on the server", file=sys.stderr)
+        print(
+            f"error: the MLflow registry refused: {str(err).splitlines()[0]}: check name= and your "
+            "permissions on the server",
+            file=sys.stderr,
+        )
         raise SystemExit(2) from None
     test = run.data.metrics.get("test/acc")
-    print(f"Registered {name} version {version.version}: run {run.info.run_name} ({run.info.run_id}), "
-          f"val/acc {chosen.best.val_acc:.4f} at its best checkpoint"
-          + (f", test/acc {test:.4f}" if test is not None else "") + f"; alias {cfg.alias} -> version {version.version}")
+    print(
+        f"Registered {name} version {version.version}: run {run.info.run_name} ({run.info.run_id}), "
+        f"val/acc {chosen.best.val_acc:.4f} at its best checkpoint"
+        + (f", test/acc {test:.4f}" if test is not None else "")
+        + f"; alias {cfg.alias} -> version {version.version}"
+    )
     uri = f"models:/{name}@{cfg.alias}"
     print(f"Load it:  mlflow.pyfunc.load_model('{uri}')")
     print(f"Evaluate: python evaluate.py model_uri={uri}")
@@ -67,22 +73,30 @@ def choose(client, cfg: DictConfig):
         run_id = wanted if key == "run" else find_sweep(client, wanted, cfg.experiment_name)
         run = client.get_run(run_id)
     except MlflowException:
-        raise LightsweepError(f"{key}={wanted}: no such MLflow run in this store ({describe_store(cfg)}): "
-                              "pass a run id from the UI, or sweep=latest") from None
+        raise LightsweepError(
+            f"{key}={wanted}: no such MLflow run in this store ({describe_store(cfg)}): "
+            "pass a run id from the UI, or sweep=latest"
+        ) from None
     status, reason = run.info.status, run.data.tags.get("lightsweep.failure_reason")
     sweep = None
     if run.data.tags.get("lightsweep.role") == "sweep":
         sweep = run
         if status != "FINISHED":
-            raise LightsweepError(f"sweep {run_id} is {status}" + (f" ({reason})" if reason else "")
-                                  + ": register one of its FINISHED runs with run=<run id>, or finish the sweep")
+            raise LightsweepError(
+                f"sweep {run_id} is {status}"
+                + (f" ({reason})" if reason else "")
+                + ": register one of its FINISHED runs with run=<run id>, or finish the sweep"
+            )
         chosen = best_child(client, run_id)
     else:
         if key == "sweep":
             raise LightsweepError(f"sweep={wanted} is a run, not a sweep's parent run: pass run={wanted}")
         if status != "FINISHED":
-            raise LightsweepError(f"run {run_id} is {status}" + (f" ({reason})" if reason else "")
-                                  + ": only a FINISHED run is registered; resume it (resume=<run id>) or pick another")
+            raise LightsweepError(
+                f"run {run_id} is {status}"
+                + (f" ({reason})" if reason else "")
+                + ": only a FINISHED run is registered; resume it (resume=<run id>) or pick another"
+            )
         best = best_checkpoint(client, run)
         if best is None:
             raise LightsweepError(f"run {run_id} has no val/acc: it was not trained by lightsweep, nothing to register")

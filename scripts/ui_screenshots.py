@@ -45,9 +45,18 @@ def main() -> int:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}, "MLFLOW_TRACKING_URI": store}
     if not args.reuse:
         shutil.rmtree(args.work, ignore_errors=True)
-        sweep = [sys.executable, "train.py", "-m", f"paths.log_dir={args.work / 'outputs'}", "model=softmax",
-                 f"optimizer={OPTIMIZERS}", f"trainer.max_epochs={args.epochs}", "trainer.enable_progress_bar=false",
-                 "callbacks.progress_bar=null", "callbacks.model_summary=null"]
+        sweep = [
+            sys.executable,
+            "train.py",
+            "-m",
+            f"paths.log_dir={args.work / 'outputs'}",
+            "model=softmax",
+            f"optimizer={OPTIMIZERS}",
+            f"trainer.max_epochs={args.epochs}",
+            "trainer.enable_progress_bar=false",
+            "callbacks.progress_bar=null",
+            "callbacks.model_summary=null",
+        ]
         print("screenshots: running", " ".join(sweep[1:]), flush=True)
         subprocess.run(sweep, cwd=ROOT, env=env, check=True)
 
@@ -66,9 +75,24 @@ def main() -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(args.work / "mlflow-server.log", "w")
-    server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "mlflow"), "server", "--backend-store-uri", store,
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=args.work)
+    server = subprocess.Popen(
+        [
+            str(ROOT / ".venv" / "bin" / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            store,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=args.work,
+    )
     try:
         for _ in range(240):
             try:
@@ -76,14 +100,29 @@ def main() -> int:
                     break
             except OSError:
                 time.sleep(0.5)
-        spec = {"url": url, "experimentId": experiment.experiment_id, "parentName": parent.info.run_name,
-                "childNames": sorted(c.info.run_name for c in children), "metricRunId": child.info.run_id,
-                "metricRunName": child.info.run_name, "metric": "val/acc", "metricValue": repr(last),
-                "reportRunId": parent.info.run_id, "reportFile": str(report_file), "out": str(args.out),
-                "prefix": "sweep_",
-                "widenRunNames": 160, "width": 1440, "height": 820}
-        driver = subprocess.run(["node", str(ROOT / "tests" / "ui" / "mlflow_ui.mjs"), json.dumps(spec)], cwd=ROOT,
-                                capture_output=True, text=True)
+        spec = {
+            "url": url,
+            "experimentId": experiment.experiment_id,
+            "parentName": parent.info.run_name,
+            "childNames": sorted(c.info.run_name for c in children),
+            "metricRunId": child.info.run_id,
+            "metricRunName": child.info.run_name,
+            "metric": "val/acc",
+            "metricValue": repr(last),
+            "reportRunId": parent.info.run_id,
+            "reportFile": str(report_file),
+            "out": str(args.out),
+            "prefix": "sweep_",
+            "widenRunNames": 160,
+            "width": 1440,
+            "height": 820,
+        }
+        driver = subprocess.run(
+            ["node", str(ROOT / "tests" / "ui" / "mlflow_ui.mjs"), json.dumps(spec)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)

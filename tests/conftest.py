@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from hydra.core.global_hydra import GlobalHydra
-
 from helpers import FAST, compose_config
+from hydra.core.global_hydra import GlobalHydra
 
 
 @pytest.fixture
@@ -17,5 +16,3 @@ def make_cfg(tmp_path, monkeypatch):
 
     yield make
     GlobalHydra.instance().clear()
-
-

@@ -87,8 +87,13 @@ def artifact_paths(client, run_id: str, path: str | None = None) -> set[str]:
 
 
 # Sweep jobs of a few batches (with QUIET, which run_sweep adds).
-SWEEP_FAST = ["trainer.max_epochs=2", "trainer.limit_train_batches=10", "trainer.limit_val_batches=2",
-              "trainer.limit_test_batches=2", "trainer.log_every_n_steps=5"]
+SWEEP_FAST = [
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=10",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.log_every_n_steps=5",
+]
 QUIET = ["trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
 
 
@@ -99,11 +104,17 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def run_cli(tmp_path: Path, *overrides: str, timeout: int = 300, env: dict | None = None, script: tuple = ("train.py",)):
+def run_cli(
+    tmp_path: Path, *overrides: str, timeout: int = 300, env: dict | None = None, script: tuple = ("train.py",)
+):
     """`python train.py <overrides>` as a user runs it, outputs under tmp_path/outputs."""
     return subprocess.run(
         [PYTHON, *script, f"paths.log_dir={tmp_path}/outputs", *overrides],
-        cwd=ROOT, env=env or cli_env(tmp_path), capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        env=env or cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -168,10 +179,23 @@ class MlflowServer:
 
         log = open(self.artifacts.parent / f"mlflow-server-{self.port}.log", "a")
         self.process = subprocess.Popen(
-            [str(Path(PYTHON).with_name("mlflow")), "server", "--backend-store-uri", self.store_uri,
-             "--artifacts-destination", str(self.artifacts), "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(Path(PYTHON).with_name("mlflow")),
+                "server",
+                "--backend-store-uri",
+                self.store_uri,
+                "--artifacts-destination",
+                str(self.artifacts),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -18,7 +18,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from helpers import ROOT
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -41,8 +40,11 @@ def postgres_installed() -> bool:
 
 
 def browser_installed() -> bool:
-    return (shutil.which("chromium") is not None and shutil.which("node") is not None
-            and (ROOT / "tests" / "ui" / "node_modules" / "playwright-core").is_dir())
+    return (
+        shutil.which("chromium") is not None
+        and shutil.which("node") is not None
+        and (ROOT / "tests" / "ui" / "node_modules" / "playwright-core").is_dir()
+    )
 
 
 def free_port() -> int:
@@ -94,9 +96,22 @@ def plain_mlflow_server(backend_store_uri: str, log: Path):
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [str(ROOT / ".venv" / "bin" / "mlflow"), "server", "--backend-store-uri", backend_store_uri,
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=log.parent,
+            [
+                str(ROOT / ".venv" / "bin" / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                backend_store_uri,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=log.parent,
         )
     try:
         if not wait_http(f"{url}/health", 120, proc):

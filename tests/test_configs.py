@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from helpers import CONF
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
 from lightsweep.config import choose_binary_task, validate
 from lightsweep.errors import LightsweepError
-from helpers import CONF
 
 
 def options(group: str) -> list[str]:
@@ -17,8 +17,17 @@ def options(group: str) -> list[str]:
 
 def test_groups_have_the_promised_options():
     assert options("model") == ["logistic", "mlp", "softmax"]
-    assert set(options("data")) >= {"fashion_mnist", "mnist", "digits", "xor", "iris", "wine", "breast_cancer",
-                                    "moons", "circles"}
+    assert set(options("data")) >= {
+        "fashion_mnist",
+        "mnist",
+        "digits",
+        "xor",
+        "iris",
+        "wine",
+        "breast_cancer",
+        "moons",
+        "circles",
+    }
     assert options("optimizer") == ["adagrad", "adam", "adamw", "momentum", "nesterov", "rmsprop", "sgd"]
     assert options("scheduler") == ["cosine", "none", "step"]
     assert set(options("trainer")) >= {"default", "cpu", "gpu", "ddp_cpu"}
@@ -55,8 +64,17 @@ def test_scheduler_options(make_cfg, name):
 
 
 # data option -> (input_dim, num_classes)
-SIZES = {"fashion_mnist": (784, 10), "mnist": (784, 10), "digits": (64, 10), "xor": (2, 2), "moons": (2, 2),
-         "circles": (2, 2), "iris": (4, 3), "wine": (13, 3), "breast_cancer": (30, 2)}
+SIZES = {
+    "fashion_mnist": (784, 10),
+    "mnist": (784, 10),
+    "digits": (64, 10),
+    "xor": (2, 2),
+    "moons": (2, 2),
+    "circles": (2, 2),
+    "iris": (4, 3),
+    "wine": (13, 3),
+    "breast_cancer": (30, 2),
+}
 
 
 @pytest.mark.parametrize("data", SIZES)

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import DEBIAN_COPY, needs_fashion_mnist, write_mnist_like
 from hydra.utils import instantiate
 
-from helpers import DEBIAN_COPY, needs_fashion_mnist, write_mnist_like
 from lightsweep.data import IDXImageDataModule, TensorBatches
 from lightsweep.errors import LightsweepError
+
 
 @pytest.fixture(scope="module")
 def fashion_root(tmp_path_factory) -> Path:
@@ -42,7 +43,9 @@ def test_fashion_mnist_real_split(make_cfg, fashion_root):
 
 @needs_fashion_mnist
 def test_fashion_mnist_binary_tasks(make_cfg, fashion_root):
-    dm = instantiate(make_cfg(f"data.root={fashion_root}", "data.classes=[T-shirt/top,Shirt]", "data.val_size=1000").data)
+    dm = instantiate(
+        make_cfg(f"data.root={fashion_root}", "data.classes=[T-shirt/top,Shirt]", "data.val_size=1000").data
+    )
     dm.setup("fit")
     assert dm.class_names == ["T-shirt/top", "Shirt"]
     y = torch.cat([dm.tensors[s][1] for s in ("train", "val")])
@@ -70,7 +73,9 @@ def test_mnist_from_gzip_local_copy(make_cfg, tmp_path):
     copy = tmp_path / "copy"
     write_mnist_like(copy, n_train=100, n_test=30, compress=True)
     root = tmp_path / "data"
-    dm = instantiate(make_cfg("data=mnist", f"data.root={root}", f"data.local_copies=[{copy}]", "data.val_size=20").data)
+    dm = instantiate(
+        make_cfg("data=mnist", f"data.root={root}", f"data.local_copies=[{copy}]", "data.val_size=20").data
+    )
     dm.setup("fit")
     assert (root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file()
     assert len(dm.tensors["test"][0]) == 30

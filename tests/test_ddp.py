@@ -8,9 +8,8 @@ import os
 import subprocess
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from helpers import PYTHON, ROOT
+from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 
@@ -19,8 +18,14 @@ QUIET = ["trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "ca
 
 def run(tmp_path, *args, timeout=900) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/store/mlflow.db"}
-    return subprocess.run([PYTHON, "train.py", *args, f"paths.log_dir={tmp_path}/outputs", *QUIET],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [PYTHON, "train.py", *args, f"paths.log_dir={tmp_path}/outputs", *QUIET],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def only_run(tmp_path):
@@ -65,16 +70,27 @@ def test_ddp_cpu_matches_the_single_process_run_and_logs_once(tmp_path):
 
 
 def test_ddp_inside_a_multirun_is_one_sweep(tmp_path):
-    result = run(tmp_path, "-m", "trainer=ddp_cpu", "optimizer=sgd,adam", "trainer.max_epochs=2",
-                 "trainer.limit_train_batches=10", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-                 "trainer.log_every_n_steps=5")
+    result = run(
+        tmp_path,
+        "-m",
+        "trainer=ddp_cpu",
+        "optimizer=sgd,adam",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=10",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "trainer.log_every_n_steps=5",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     outputs = tmp_path / "outputs"
     # One sweep dir with the two job dirs and the report; no run dirs from re-launched ranks.
     assert sorted(p.name for p in outputs.iterdir()) == ["multiruns"]
     (sweep_dir,) = (outputs / "multiruns").iterdir()
-    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0-optimizer=sgd", "1-optimizer=adam",
-                                                                         "report"]
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == [
+        "0-optimizer=sgd",
+        "1-optimizer=adam",
+        "report",
+    ]
     client = MlflowClient(f"sqlite:///{tmp_path}/store/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("lightsweep").experiment_id])
     parents = [r for r in runs if r.data.tags.get("lightsweep.role") == "sweep"]

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import SWEEP_FAST, run_sweep, sweep_runs, tracking_uri
 from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 
-from helpers import SWEEP_FAST, run_sweep, sweep_runs, tracking_uri
 from lightsweep.train import train
 
 
@@ -26,11 +26,17 @@ class BatchCounter(pl.Callback):
 
 def test_a_users_callback_sees_every_batch_with_lightnings_batch_idx(make_cfg, tmp_path):
     BatchCounter.seen = []
-    cfg = make_cfg("trainer.limit_train_batches=23", "trainer.log_every_n_steps=5", "data.batch_size=32",
-                   "+callbacks.counter._target_=test_lightning_contract.BatchCounter",
-                   "+callbacks.every_7._target_=pytorch_lightning.callbacks.ModelCheckpoint",
-                   f"+callbacks.every_7.dirpath={tmp_path / 'every_7'}", "+callbacks.every_7.every_n_train_steps=7",
-                   "+callbacks.every_7.save_top_k=-1", "+callbacks.every_7.filename='{step}'")
+    cfg = make_cfg(
+        "trainer.limit_train_batches=23",
+        "trainer.log_every_n_steps=5",
+        "data.batch_size=32",
+        "+callbacks.counter._target_=test_lightning_contract.BatchCounter",
+        "+callbacks.every_7._target_=pytorch_lightning.callbacks.ModelCheckpoint",
+        f"+callbacks.every_7.dirpath={tmp_path / 'every_7'}",
+        "+callbacks.every_7.every_n_train_steps=7",
+        "+callbacks.every_7.save_top_k=-1",
+        "+callbacks.every_7.filename='{step}'",
+    )
     metrics = train(cfg)
     # 2 epochs x 23 batches: one call per batch, batch_idx 0..22 in each epoch, one optimizer step each.
     assert [(e, i) for e, i, _, _ in BatchCounter.seen] == [(e, i) for e in range(2) for i in range(23)]
@@ -45,8 +51,12 @@ def test_a_users_callback_sees_every_batch_with_lightnings_batch_idx(make_cfg, t
 
 
 def test_gradient_clipping_and_accumulation_are_lightnings(make_cfg):
-    cfg = make_cfg("logger=none", "trainer.gradient_clip_val=0.5", "+trainer.accumulate_grad_batches=2",
-                   "+trainer.val_check_interval=4")
+    cfg = make_cfg(
+        "logger=none",
+        "trainer.gradient_clip_val=0.5",
+        "+trainer.accumulate_grad_batches=2",
+        "+trainer.val_check_interval=4",
+    )
     metrics = train(cfg)
     assert metrics["test/acc"] > 0.2
 
@@ -90,8 +100,14 @@ def test_bf16_mixed_trains(make_cfg):
 
 
 def test_parallel_sweep_jobs_log_lightning_to_their_log_file(tmp_path):
-    result = run_sweep(tmp_path, "optimizer=sgd,adam", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                       *SWEEP_FAST, "hydra.sweep.dir=" + str(tmp_path / "sweep"))
+    result = run_sweep(
+        tmp_path,
+        "optimizer=sgd,adam",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        *SWEEP_FAST,
+        "hydra.sweep.dir=" + str(tmp_path / "sweep"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     _, parents, children, _ = sweep_runs(tmp_path)
     assert len(parents) == 1 and sorted(c.info.status for c in children) == ["FINISHED", "FINISHED"]
@@ -121,12 +137,15 @@ def test_cli_pauses_the_collector_for_imports_and_a_run_resumes_it(make_cfg):
         gc.unfreeze()
 
 
-@pytest.mark.parametrize("override, key", [
-    ("optimizer=adam optimizer.betas=[2,3]", "optimizer.betas=[2, 3]"),
-    ("optimizer=rmsprop optimizer.alpha=-1", "optimizer.alpha=-1"),
-    ("optimizer=adam optimizer.eps=-1", "optimizer.eps=-1"),
-    ("optimizer=adagrad optimizer.lr_decay=-1", "optimizer.lr_decay=-1"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("optimizer=adam optimizer.betas=[2,3]", "optimizer.betas=[2, 3]"),
+        ("optimizer=rmsprop optimizer.alpha=-1", "optimizer.alpha=-1"),
+        ("optimizer=adam optimizer.eps=-1", "optimizer.eps=-1"),
+        ("optimizer=adagrad optimizer.lr_decay=-1", "optimizer.lr_decay=-1"),
+    ],
+)
 def test_values_torch_rejects_name_their_key(make_cfg, override, key):
     from lightsweep.errors import LightsweepError
 

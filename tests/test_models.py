@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
-from functools import partial
 from torch import nn
 
 from lightsweep.models import MLP, LinearNet, LogisticRegression, MLPClassifier, SoftmaxRegression
@@ -59,7 +60,9 @@ def test_networks_are_plain_modules():
 
 def test_optimizer_and_scheduler_partials_are_wired():
     module = MLPClassifier(
-        10, 3, hidden_sizes=[4],
+        10,
+        3,
+        hidden_sizes=[4],
         optimizer=partial(torch.optim.SGD, lr=0.5, weight_decay=1e-3),
         scheduler=partial(torch.optim.lr_scheduler.StepLR, step_size=2),
     )

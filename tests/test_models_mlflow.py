@@ -13,11 +13,10 @@ import time
 
 import numpy as np
 import pytest
-import torch
+from helpers import ROOT, needs_fashion_mnist, tracking_uri, write_mnist_like
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from helpers import ROOT, needs_fashion_mnist, tracking_uri, write_mnist_like
 from lightsweep.errors import LightsweepError
 from lightsweep.train import train
 
@@ -67,8 +66,11 @@ def test_a_run_logs_a_servable_model_and_its_data_sets(make_cfg, tmp_path):
     inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
     assert set(inputs) == {"fashion_mnist-train", "fashion_mnist-validation", "fashion_mnist-test"}
     contexts = {name: [t.value for t in i.tags if t.key == "mlflow.data.context"] for name, i in inputs.items()}
-    assert contexts == {"fashion_mnist-train": ["training"], "fashion_mnist-validation": ["validation"],
-                        "fashion_mnist-test": ["test"]}
+    assert contexts == {
+        "fashion_mnist-train": ["training"],
+        "fashion_mnist-validation": ["validation"],
+        "fashion_mnist-test": ["test"],
+    }
     assert '"num_rows": 55000' in inputs["fashion_mnist-train"].dataset.profile
     assert "FashionMNIST/raw" in inputs["fashion_mnist-test"].dataset.source
     assert inputs["fashion_mnist-test"].dataset.source_type == "local"
@@ -161,7 +163,9 @@ def test_raw_samples_are_recovered_exactly_from_the_normalised_images(make_cfg, 
 
     root = tmp_path / "data"
     write_mnist_like(root / "MNIST" / "raw", n_train=200, n_test=50)
-    datamodule = instantiate(make_cfg("data=mnist", f"data.root={root}", "data.val_size=50", "data.local_copies=[]").data)
+    datamodule = instantiate(
+        make_cfg("data=mnist", f"data.root={root}", "data.val_size=50", "data.local_copies=[]").data
+    )
     datamodule.setup("fit")
     assert raw_format(datamodule).describe() == "uint8 (N, 28, 28)"
     stored = MNIST(str(root), train=False).data.numpy()
@@ -270,10 +274,13 @@ def test_model_from_the_best_checkpoint_then_registry_alias_and_evaluation(make_
     assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
     assert {str(v.version) for v in client.search_model_versions(f"name = '{name}'")} == {"1", "2"}  # v1 stays
     tags = client.get_model_version(name, "2").tags
-    assert tags["run_id"] == other.info.run_id and tags["sweep"] == "s1" and float(tags["test/acc"]) == second["test/acc"]
+    assert (
+        tags["run_id"] == other.info.run_id and tags["sweep"] == "s1" and float(tags["test/acc"]) == second["test/acc"]
+    )
     # The logged model's page lists the versions it is registered as.
     assert json.loads(client.get_logged_model(model.model_id).tags["mlflow.modelVersions"]) == [
-        {"name": name, "version": v1.version}]
+        {"name": name, "version": v1.version}
+    ]
     assert str(register(client, run, model, name).version) == "1"  # registered before: no duplicate version
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
 
@@ -287,8 +294,15 @@ def test_model_from_the_best_checkpoint_then_registry_alias_and_evaluation(make_
     def eval_cfg(*overrides):
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("evaluate", overrides=[*overrides, f"paths.output_dir={tmp_path / 'eval'}",
-                                                 f"paths.mlruns_dir={tmp_path / 'mlruns'}"], return_hydra_config=True)
+            cfg = compose(
+                "evaluate",
+                overrides=[
+                    *overrides,
+                    f"paths.output_dir={tmp_path / 'eval'}",
+                    f"paths.mlruns_dir={tmp_path / 'mlruns'}",
+                ],
+                return_hydra_config=True,
+            )
         HydraConfig.instance().set_config(cfg)
         return cfg
 
@@ -302,7 +316,9 @@ def test_model_from_the_best_checkpoint_then_registry_alias_and_evaluation(make_
     assert {"test/f1_macro", "test/precision/T-shirt_top", "test/recall/Ankle boot"} <= set(evaluation.data.metrics)
     from helpers import artifact_paths
 
-    assert {"per_class.csv", "plots/confusion_matrix.png", "plots/misclassified.png"} <= artifact_paths(client, result["run_id"])
+    assert {"per_class.csv", "plots/confusion_matrix.png", "plots/misclassified.png"} <= artifact_paths(
+        client, result["run_id"]
+    )
     linked = [m for m in client.get_logged_model(model.model_id).metrics if m.run_id == result["run_id"]]
     assert {m.key for m in linked} >= {"test/acc", "test/f1_macro"}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from test_cli import QUIET, run_cli, store
 
 pytestmark = pytest.mark.slow

@@ -16,9 +16,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from helpers import (PYTHON, QUIET, ROOT, SWEEP_FAST, all_runs, assert_short_error, cli_env, free_port, run_cli,
-                     run_sweep, store, sweep_runs)
+from helpers import (
+    PYTHON,
+    QUIET,
+    ROOT,
+    SWEEP_FAST,
+    all_runs,
+    assert_short_error,
+    cli_env,
+    free_port,
+    run_cli,
+    run_sweep,
+    store,
+    sweep_runs,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -38,8 +49,14 @@ print(json.dumps({"acc": float((p.argmax(axis=1) == y).mean()), "shape": list(p.
 
 
 def fresh_process(tmp_path: Path, uri: str, n: int) -> dict:
-    result = subprocess.run([PYTHON, "-c", FRESH, uri, str(n), str(ROOT / "data")], cwd=tmp_path,
-                            env=cli_env(tmp_path), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [PYTHON, "-c", FRESH, uri, str(n), str(ROOT / "data")],
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -50,8 +67,10 @@ def models_of(client, experiment_id: str) -> list:
 
 def best_by_validation(client, children):
     """The child whose best val/acc is highest (the test's own reading of the rule)."""
+
     def best(run):
         return max(m.value for m in client.get_metric_history(run.info.run_id, "val/acc"))
+
     return max(children, key=best)
 
 
@@ -84,9 +103,11 @@ def test_sweep_best_model_register_evaluate_fresh_process_and_serve(tmp_path):
     failed_id = client.create_run(parent.info.experiment_id, run_name="broken").info.run_id
     client.set_tag(failed_id, "lightsweep.failure_reason", "RuntimeError: boom")
     client.set_terminated(failed_id, "FAILED")
-    for args, needle in [((f"run={failed_id}",), "is FAILED (RuntimeError: boom)"),
-                         (("run=0123456789abcdef",), "no such MLflow run"),
-                         ((f"sweep={best.info.run_id}",), "not a sweep's parent run")]:
+    for args, needle in [
+        ((f"run={failed_id}",), "is FAILED (RuntimeError: boom)"),
+        (("run=0123456789abcdef",), "no such MLflow run"),
+        ((f"sweep={best.info.run_id}",), "not a sweep's parent run"),
+    ]:
         refused = run_cli(tmp_path, *args, script=("pipelines/register.py",))
         assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
         assert_short_error(refused, needle)
@@ -98,8 +119,10 @@ def test_sweep_best_model_register_evaluate_fresh_process_and_serve(tmp_path):
     evaluation = client.get_run(evaluation.info.run_id)  # search results leave out model inputs
     assert evaluation.info.status == "FINISHED" and evaluation.data.tags["registered_version"] == "1"
     assert [m.model_id for m in evaluation.inputs.model_inputs] == [model.model_id]
-    for args, needle in [(("model_uri=models:/fashion_mnist-softmax@nobody",), "no such model"),
-                         ((f"model_uri={uri}", "data=digits"), "takes uint8 (N, 28, 28) samples but data=digits")]:
+    for args, needle in [
+        (("model_uri=models:/fashion_mnist-softmax@nobody",), "no such model"),
+        ((f"model_uri={uri}", "data=digits"), "takes uint8 (N, 28, 28) samples but data=digits"),
+    ]:
         refused = run_cli(tmp_path, *args, script=("evaluate.py",))
         assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
         assert_short_error(refused, needle)
@@ -122,9 +145,26 @@ def test_sweep_best_model_register_evaluate_fresh_process_and_serve(tmp_path):
     # As in an activated venv: MLflow's scoring server runs `uvicorn` from PATH.
     venv_bin = str(Path(PYTHON).parent)
     env = {**cli_env(tmp_path), "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"}
-    server = subprocess.Popen([str(Path(PYTHON).with_name("mlflow")), "models", "serve", "-m", uri, "--env-manager",
-                               "local", "-h", "127.0.0.1", "-p", str(port)], cwd=tmp_path, env=env,
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            str(Path(PYTHON).with_name("mlflow")),
+            "models",
+            "serve",
+            "-m",
+            uri,
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while True:
@@ -148,21 +188,24 @@ def test_sweep_best_model_register_evaluate_fresh_process_and_serve(tmp_path):
 
 
 def test_log_models_all_and_none_then_register_logs_the_missing_model(tmp_path):
-    result = run_sweep(tmp_path, *SWEEP_FAST, "model=softmax", "optimizer=sgd,adam", "log_models=all",
-                       "experiment_name=all")
+    result = run_sweep(
+        tmp_path, *SWEEP_FAST, "model=softmax", "optimizer=sgd,adam", "log_models=all", "experiment_name=all"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client, _, children, _ = sweep_runs(tmp_path, "all")
     models = models_of(client, children[0].info.experiment_id)
     assert sorted(m.source_run_id for m in models) == sorted(c.info.run_id for c in children)
 
-    result = run_sweep(tmp_path, *SWEEP_FAST, "model=mlp", "optimizer=sgd,adam", "log_models=none",
-                       "experiment_name=none")
+    result = run_sweep(
+        tmp_path, *SWEEP_FAST, "model=mlp", "optimizer=sgd,adam", "log_models=none", "experiment_name=none"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client, (parent,), children, _ = sweep_runs(tmp_path, "none")
     assert models_of(client, parent.info.experiment_id) == []
     assert f"python pipelines/register.py sweep={parent.info.run_id}" in result.stdout
-    registered = run_cli(tmp_path, "sweep=latest", "experiment_name=none", "name=clothes",
-                         script=("pipelines/register.py",))
+    registered = run_cli(
+        tmp_path, "sweep=latest", "experiment_name=none", "name=clothes", script=("pipelines/register.py",)
+    )
     assert registered.returncode == 0, registered.stderr[-3000:]
     assert "has no MLflow model yet: logging it from its best checkpoint" in registered.stdout
     (model,) = models_of(client, parent.info.experiment_id)
@@ -181,24 +224,39 @@ def test_a_full_run_model_scores_its_test_accuracy_in_a_fresh_process(tmp_path):
     (run,) = all_runs(client)
     (output,) = run.outputs.model_outputs
     fresh = fresh_process(tmp_path, f"models:/{output.model_id}", 10_000)
-    print(f"test/acc of the run {run.data.metrics['test/acc']:.6f}, of its MLflow model in a fresh process "
-          f"{fresh['acc']:.6f}")
+    print(
+        f"test/acc of the run {run.data.metrics['test/acc']:.6f}, of its MLflow model in a fresh process "
+        f"{fresh['acc']:.6f}"
+    )
     assert abs(fresh["acc"] - run.data.metrics["test/acc"]) <= 0.001
     assert "logged in" in result.stdout + result.stderr  # the model logging's own time, in the job log
 
 
-@pytest.mark.parametrize("moment", [
-    "lightsweep.tracking.models:log_model",  # about to log the model (after the test and the plots)
-    "mlflow.tracking:MlflowClient.log_model_artifacts",  # the model's upload: a PENDING model exists
-    "mlflow.tracking:MlflowClient.finalize_logged_model",  # uploaded and linked, not yet READY
-])
+@pytest.mark.parametrize(
+    "moment",
+    [
+        "lightsweep.tracking.models:log_model",  # about to log the model (after the test and the plots)
+        "mlflow.tracking:MlflowClient.log_model_artifacts",  # the model's upload: a PENDING model exists
+        "mlflow.tracking:MlflowClient.finalize_logged_model",  # uploaded and linked, not yet READY
+    ],
+)
 def test_kill_9_while_the_model_is_logged_then_resume(tmp_path, moment):
-    run_args = ["trainer.max_epochs=2", "trainer.limit_train_batches=10", "trainer.limit_val_batches=2",
-                "trainer.limit_test_batches=2", "trainer.log_every_n_steps=5", *QUIET]
+    run_args = [
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=10",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "trainer.log_every_n_steps=5",
+        *QUIET,
+    ]
     flag = tmp_path / "paused"
     process = subprocess.Popen(
         [PYTHON, "tests/reliability/pause.py", moment, str(flag), f"paths.log_dir={tmp_path}/outputs", *run_args],
-        cwd=ROOT, env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=cli_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 300
     while not flag.exists():
@@ -225,13 +283,21 @@ def test_kill_9_while_the_model_is_logged_then_resume(tmp_path, moment):
 def test_parallel_jobs_log_the_same_data_sets_and_the_best_model_comes_from_a_worker(tmp_path):
     """joblib, 2 workers: both jobs log the same three data sets at once (MLflow creates each once;
     the loser retries), and the sweep's end logs the best model in a reused worker."""
-    result = run_sweep(tmp_path, *SWEEP_FAST, "model=softmax", "optimizer=sgd,adam,rmsprop,adagrad",
-                       "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    result = run_sweep(
+        tmp_path,
+        *SWEEP_FAST,
+        "model=softmax",
+        "optimizer=sgd,adam,rmsprop,adagrad",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client, (parent,), children, _ = sweep_runs(tmp_path)
     assert [c.info.status for c in children] == ["FINISHED"] * 4
-    digests = {frozenset((i.dataset.name, i.dataset.digest) for i in client.get_run(c.info.run_id).inputs.dataset_inputs)
-               for c in children}
+    digests = {
+        frozenset((i.dataset.name, i.dataset.digest) for i in client.get_run(c.info.run_id).inputs.dataset_inputs)
+        for c in children
+    }
     assert len(digests) == 1 and len(next(iter(digests))) == 3  # the same three data sets, each logged once
     (model,) = models_of(client, parent.info.experiment_id)
     assert model.source_run_id == best_by_validation(client, children).info.run_id

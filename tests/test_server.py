@@ -14,21 +14,27 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from helpers import PYTHON, ROOT
 from team_helpers import SERVER_SCRIPT, free_port, http_status, pid_alive, postgres_installed, require
 
 pytestmark = pytest.mark.slow
 
 QUIET = ["trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
-FAST = ["model=softmax", "trainer.max_epochs=2", "trainer.limit_train_batches=10", "trainer.limit_val_batches=2",
-        "trainer.limit_test_batches=2", "trainer.log_every_n_steps=5"]
+FAST = [
+    "model=softmax",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=10",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.log_every_n_steps=5",
+]
 ADMIN = "admin"
 
 
 def script(server, command: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SERVER_SCRIPT), command], env=server.script_env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        ["bash", str(SERVER_SCRIPT), command], env=server.script_env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +45,27 @@ def server():
     state.chmod(0o755)
     password = secrets.token_urlsafe(18)
     port, pg_port = free_port(), free_port()
-    script_env = {**os.environ, "LIGHTSWEEP_SERVER_DIR": str(state), "LIGHTSWEEP_SERVER_PORT": str(port),
-                  "LIGHTSWEEP_PG_PORT": str(pg_port), "MLFLOW_AUTH_ADMIN_PASSWORD": password}
+    script_env = {
+        **os.environ,
+        "LIGHTSWEEP_SERVER_DIR": str(state),
+        "LIGHTSWEEP_SERVER_PORT": str(port),
+        "LIGHTSWEEP_PG_PORT": str(pg_port),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+    }
     url = f"http://127.0.0.1:{port}"
     client_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    client_env.update({"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": ADMIN,
-                       "MLFLOW_TRACKING_PASSWORD": password})
-    ns = SimpleNamespace(state=state, url=url, password=password, pg_port=pg_port, script_env=script_env,
-                         client_env=client_env, auth=(ADMIN, password))
+    client_env.update(
+        {"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": ADMIN, "MLFLOW_TRACKING_PASSWORD": password}
+    )
+    ns = SimpleNamespace(
+        state=state,
+        url=url,
+        password=password,
+        pg_port=pg_port,
+        script_env=script_env,
+        client_env=client_env,
+        auth=(ADMIN, password),
+    )
     started = script(ns, "start")
     try:
         assert started.returncode == 0, started.stdout + started.stderr
@@ -61,8 +80,9 @@ def server():
 def api(server, method: str, endpoint: str, auth=True, **kwargs):
     import requests
 
-    response = requests.request(method, f"{server.url}/api/2.0/mlflow/{endpoint}",
-                                auth=server.auth if auth else None, timeout=30, **kwargs)
+    response = requests.request(
+        method, f"{server.url}/api/2.0/mlflow/{endpoint}", auth=server.auth if auth else None, timeout=30, **kwargs
+    )
     return response
 
 
@@ -74,8 +94,9 @@ def get_json(server, endpoint: str, **params) -> dict:
 
 def sweep_runs(server, experiment_name: str):
     experiment = get_json(server, "experiments/get-by-name", experiment_name=experiment_name)["experiment"]
-    response = api(server, "POST", "runs/search", json={"experiment_ids": [experiment["experiment_id"]],
-                                                         "max_results": 1000})
+    response = api(
+        server, "POST", "runs/search", json={"experiment_ids": [experiment["experiment_id"]], "max_results": 1000}
+    )
     assert response.status_code == 200, response.text[:500]
     runs = response.json().get("runs", [])
     tags = lambda run: {t["key"]: t["value"] for t in run["data"].get("tags", [])}  # noqa: E731
@@ -93,9 +114,21 @@ def list_artifacts(server, run_id: str, path: str = "") -> set[str]:
 
 def run_sweep(server, tmp_path, *overrides, env=None, timeout=900) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [PYTHON, "train.py", "-m", "logger=mlflow_server", f"paths.log_dir={tmp_path}/outputs", *QUIET, *FAST,
-         *overrides],
-        cwd=ROOT, env=env or server.client_env, capture_output=True, text=True, timeout=timeout,
+        [
+            PYTHON,
+            "train.py",
+            "-m",
+            "logger=mlflow_server",
+            f"paths.log_dir={tmp_path}/outputs",
+            *QUIET,
+            *FAST,
+            *overrides,
+        ],
+        cwd=ROOT,
+        env=env or server.client_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -108,15 +141,22 @@ def test_script_starts_postgres_and_an_authenticated_server(server):
     # Real PostgreSQL behind it, password-protected on loopback (the script's generated password).
     import psycopg2
 
-    with psycopg2.connect(host="127.0.0.1", port=server.pg_port, user="mlflow", dbname="mlflow",
-                          passfile=str(server.state / "pgpass")) as conn, conn.cursor() as cur:
+    with (
+        psycopg2.connect(
+            host="127.0.0.1", port=server.pg_port, user="mlflow", dbname="mlflow", passfile=str(server.state / "pgpass")
+        ) as conn,
+        conn.cursor() as cur,
+    ):
         cur.execute("SELECT version()")
         assert cur.fetchone()[0].startswith("PostgreSQL")
         cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_name IN ('runs', 'metrics')")
         assert cur.fetchone()[0] == 2  # MLflow's schema lives in PostgreSQL
     if os.geteuid() == 0:  # PostgreSQL refuses root: the script runs it as the postgres user
-        uid = next(line.split()[1] for line in Path(f"/proc/{server.pids['postgres']}/status").read_text().splitlines()
-                   if line.startswith("Uid:"))
+        uid = next(
+            line.split()[1]
+            for line in Path(f"/proc/{server.pids['postgres']}/status").read_text().splitlines()
+            if line.startswith("Uid:")
+        )
         assert uid != "0"
 
     search = f"{server.url}/api/2.0/mlflow/experiments/search?max_results=1"
@@ -153,12 +193,21 @@ def test_sweep_lands_on_the_server(server, tmp_path):
         assert any(p.startswith("checkpoints/") and p.endswith(".ckpt") for p in artifacts)  # the best one
 
     report = list_artifacts(server, parent_id, "report")
-    assert {"report/report.md", "report/report.html", "report/summary.csv", "report/learning_curves.png",
-            "report/test_accuracy.png"} <= report
+    assert {
+        "report/report.md",
+        "report/report.html",
+        "report/summary.csv",
+        "report/learning_curves.png",
+        "report/test_accuracy.png",
+    } <= report
     import requests
 
-    md = requests.get(f"{server.url}/get-artifact", params={"path": "report/report.md", "run_uuid": parent_id},
-                      auth=server.auth, timeout=30)
+    md = requests.get(
+        f"{server.url}/get-artifact",
+        params={"path": "report/report.md", "run_uuid": parent_id},
+        auth=server.auth,
+        timeout=30,
+    )
     assert md.status_code == 200
     for child in children:
         assert child["info"]["run_id"] in md.text
@@ -167,8 +216,12 @@ def test_sweep_lands_on_the_server(server, tmp_path):
     # The runs are rows in PostgreSQL.
     import psycopg2
 
-    with psycopg2.connect(host="127.0.0.1", port=server.pg_port, user="mlflow", dbname="mlflow",
-                          passfile=str(server.state / "pgpass")) as conn, conn.cursor() as cur:
+    with (
+        psycopg2.connect(
+            host="127.0.0.1", port=server.pg_port, user="mlflow", dbname="mlflow", passfile=str(server.state / "pgpass")
+        ) as conn,
+        conn.cursor() as cur,
+    ):
         cur.execute("SELECT count(*) FROM runs WHERE experiment_id = %s", (int(experiment["experiment_id"]),))
         assert cur.fetchone()[0] == 3
     # Nothing of it is readable without credentials.
@@ -176,8 +229,11 @@ def test_sweep_lands_on_the_server(server, tmp_path):
 
 
 def test_bad_client_setup_is_one_line_naming_the_fix(server, tmp_path):
-    no_credentials = {k: v for k, v in server.client_env.items() if not k.startswith("MLFLOW_TRACKING_USER")
-                      and k != "MLFLOW_TRACKING_PASSWORD"}
+    no_credentials = {
+        k: v
+        for k, v in server.client_env.items()
+        if not k.startswith("MLFLOW_TRACKING_USER") and k != "MLFLOW_TRACKING_PASSWORD"
+    }
     single = [PYTHON, "train.py", "logger=mlflow_server", "debug=fast", f"paths.log_dir={tmp_path}", *QUIET]
     result = subprocess.run(single, cwd=ROOT, env=no_credentials, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
@@ -194,8 +250,9 @@ def test_bad_client_setup_is_one_line_naming_the_fix(server, tmp_path):
 def test_submitit_sweep_jobs_in_other_processes_log_as_children(server, tmp_path):
     """hydra/launcher=submitit_local runs each job as submitit would on a cluster node: a new process
     that gets the job pickled and finds the parent run's id in the (shared) sweep dir."""
-    result = run_sweep(server, tmp_path, "hydra/launcher=submitit_local", "experiment_name=team-submitit",
-                       "optimizer=sgd,adam")
+    result = run_sweep(
+        server, tmp_path, "hydra/launcher=submitit_local", "experiment_name=team-submitit", "optimizer=sgd,adam"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     _, parents, children, runs, tags = sweep_runs(server, "team-submitit")
     assert len(parents) == 1 and len(children) == 2 and len(runs) == 3
@@ -212,7 +269,10 @@ def test_submitit_sweep_jobs_in_other_processes_log_as_children(server, tmp_path
     logs = list((sweep_dir / ".submitit").rglob("*_log.out"))
     assert len(logs) == 2
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) == [
-        "0-optimizer=sgd", "1-optimizer=adam", "report"]
+        "0-optimizer=sgd",
+        "1-optimizer=adam",
+        "report",
+    ]
 
 
 def test_models_and_registry_through_the_server(server, tmp_path, monkeypatch):
@@ -234,24 +294,45 @@ def test_models_and_registry_through_the_server(server, tmp_path, monkeypatch):
     assert model.artifact_location.startswith("mlflow-artifacts:")
     assert list((server.state / "artifacts").rglob("model.pt2"))  # uploaded through the server
     assert {i.dataset.name for i in client.get_run(model.source_run_id).inputs.dataset_inputs} == {
-        "fashion_mnist-train", "fashion_mnist-validation", "fashion_mnist-test"}
+        "fashion_mnist-train",
+        "fashion_mnist-validation",
+        "fashion_mnist-test",
+    }
 
     registered = subprocess.run(
-        [PYTHON, "pipelines/register.py", "sweep=latest", "experiment_name=team-models", "name=team-clothes",
-         f"paths.log_dir={tmp_path}/outputs"],
-        cwd=ROOT, env=server.client_env, capture_output=True, text=True, timeout=600)
+        [
+            PYTHON,
+            "pipelines/register.py",
+            "sweep=latest",
+            "experiment_name=team-models",
+            "name=team-clothes",
+            f"paths.log_dir={tmp_path}/outputs",
+        ],
+        cwd=ROOT,
+        env=server.client_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert registered.returncode == 0, registered.stderr[-3000:]
     version = client.get_model_version_by_alias("team-clothes", "champion")
     assert str(version.version) == "1" and version.run_id == model.source_run_id
-    load = ("import mlflow, numpy as np; m = mlflow.pyfunc.load_model('models:/team-clothes@champion'); "
-            "print(m.predict(np.zeros((4, 28, 28), dtype=np.uint8)).shape)")
-    loaded = subprocess.run([PYTHON, "-c", load], cwd=tmp_path, env=server.client_env, capture_output=True,
-                            text=True, timeout=600)
+    load = (
+        "import mlflow, numpy as np; m = mlflow.pyfunc.load_model('models:/team-clothes@champion'); "
+        "print(m.predict(np.zeros((4, 28, 28), dtype=np.uint8)).shape)"
+    )
+    loaded = subprocess.run(
+        [PYTHON, "-c", load], cwd=tmp_path, env=server.client_env, capture_output=True, text=True, timeout=600
+    )
     assert loaded.returncode == 0 and loaded.stdout.strip().endswith("(4, 10)"), loaded.stderr[-3000:]
     import psycopg2
 
-    with psycopg2.connect(host="127.0.0.1", port=server.pg_port, user="mlflow", dbname="mlflow",
-                          passfile=str(server.state / "pgpass")) as conn, conn.cursor() as cur:
+    with (
+        psycopg2.connect(
+            host="127.0.0.1", port=server.pg_port, user="mlflow", dbname="mlflow", passfile=str(server.state / "pgpass")
+        ) as conn,
+        conn.cursor() as cur,
+    ):
         cur.execute("SELECT count(*) FROM model_versions WHERE name = 'team-clothes'")
         assert cur.fetchone()[0] == 1
         cur.execute("SELECT version FROM registered_model_aliases WHERE name = 'team-clothes' AND alias = 'champion'")

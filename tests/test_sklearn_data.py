@@ -12,8 +12,15 @@ from lightsweep.errors import LightsweepError
 from lightsweep.train import train
 
 # data option -> (samples, features, classes)
-SETS = {"digits": (1797, 64, 10), "iris": (150, 4, 3), "wine": (178, 13, 3), "breast_cancer": (569, 30, 2),
-        "moons": (2000, 2, 2), "circles": (2000, 2, 2), "xor": (2000, 2, 2)}
+SETS = {
+    "digits": (1797, 64, 10),
+    "iris": (150, 4, 3),
+    "wine": (178, 13, 3),
+    "breast_cancer": (569, 30, 2),
+    "moons": (2000, 2, 2),
+    "circles": (2000, 2, 2),
+    "xor": (2000, 2, 2),
+}
 QUIET = ["trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "logger=none"]
 
 
@@ -55,8 +62,16 @@ def test_a_constant_feature_is_centred_not_divided_by_zero(make_cfg):
     assert torch.isfinite(train_x).all() and (train_x[:, 0] == 0).all()
 
 
-@pytest.mark.parametrize("name, task", [("iris", ["versicolor", "virginica"]), ("wine", ["class_1", "class_2"]),
-                                        ("breast_cancer", None), ("moons", None), ("circles", None)])
+@pytest.mark.parametrize(
+    "name, task",
+    [
+        ("iris", ["versicolor", "virginica"]),
+        ("wine", ["class_1", "class_2"]),
+        ("breast_cancer", None),
+        ("moons", None),
+        ("circles", None),
+    ],
+)
 def test_logistic_trains_each_sets_binary_task(make_cfg, name, task):
     cfg = make_cfg(f"data={name}", "model=logistic")
     choose_binary_task(cfg)
@@ -65,28 +80,39 @@ def test_logistic_trains_each_sets_binary_task(make_cfg, name, task):
 
 
 # A few epochs on the whole (tiny) set; floors well under the measured accuracies (in brackets).
-TRAIN = ["trainer.max_epochs=10", "trainer.limit_train_batches=1.0", "trainer.limit_val_batches=1.0",
-         "trainer.limit_test_batches=1.0", "optimizer.lr=0.05"]
+TRAIN = [
+    "trainer.max_epochs=10",
+    "trainer.limit_train_batches=1.0",
+    "trainer.limit_val_batches=1.0",
+    "trainer.limit_test_batches=1.0",
+    "optimizer.lr=0.05",
+]
 
 
-@pytest.mark.parametrize("name, model, floor", [
-    ("digits", "softmax", 0.85),        # (0.96; chance 0.1)
-    ("iris", "softmax", 0.6),           # (0.77; chance 0.33)
-    ("iris", "logistic", 0.7),          # versicolor vs virginica (0.85)
-    ("wine", "softmax", 0.8),           # (0.94; 0.61 with one mean/std for all 13 columns)
-    ("wine", "logistic", 0.8),          # class_1 vs class_2 (0.96)
-    ("breast_cancer", "softmax", 0.85),  # (0.96)
-])  # moons and circles: test_a_line_fails_where_an_mlp_succeeds trains them
+@pytest.mark.parametrize(
+    "name, model, floor",
+    [
+        ("digits", "softmax", 0.85),  # (0.96; chance 0.1)
+        ("iris", "softmax", 0.6),  # (0.77; chance 0.33)
+        ("iris", "logistic", 0.7),  # versicolor vs virginica (0.85)
+        ("wine", "softmax", 0.8),  # (0.94; 0.61 with one mean/std for all 13 columns)
+        ("wine", "logistic", 0.8),  # class_1 vs class_2 (0.96)
+        ("breast_cancer", "softmax", 0.85),  # (0.96)
+    ],
+)  # moons and circles: test_a_line_fails_where_an_mlp_succeeds trains them
 def test_each_set_trains_for_real(make_cfg, name, model, floor):
     metrics = train(make_cfg(f"data={name}", f"model={model}", *QUIET, *TRAIN))
     assert floor <= metrics["test/acc"] <= 1
 
 
 @pytest.mark.slow  # full-length runs of both models (the XOR lesson test stays in the fast tier)
-@pytest.mark.parametrize("name, mlp_floor, logistic_ceiling", [
-    ("circles", 0.95, 0.6),   # measured: mlp 0.99, logistic 0.49-0.53 (seeds 42, 1, 2)
-    ("moons", 0.93, 0.88),    # measured: mlp 0.96, logistic 0.84: almost linearly separable, not quite
-])
+@pytest.mark.parametrize(
+    "name, mlp_floor, logistic_ceiling",
+    [
+        ("circles", 0.95, 0.6),  # measured: mlp 0.99, logistic 0.49-0.53 (seeds 42, 1, 2)
+        ("moons", 0.93, 0.88),  # measured: mlp 0.96, logistic 0.84: almost linearly separable, not quite
+    ],
+)
 def test_a_line_fails_where_an_mlp_succeeds(make_cfg, name, mlp_floor, logistic_ceiling):
     """The XOR lesson (tests/test_train.py) on scikit-learn's moons and circles, same presets."""
     mlp = train(make_cfg(f"experiment={name}_mlp", *QUIET, fast=False))
@@ -96,12 +122,15 @@ def test_a_line_fails_where_an_mlp_succeeds(make_cfg, name, mlp_floor, logistic_
     assert mlp["test/acc"] - logistic["test/acc"] >= 0.08
 
 
-@pytest.mark.parametrize("overrides, needle", [
-    (["data=moons", "data.loader.noise=-1"], r"make_moons rejected its arguments \(The 'noise' parameter"),
-    (["data=circles", "+data.loader.bogus=1"], r"make_circles rejected its arguments .*bogus"),
-    (["data=iris", "data.val_size=2"], r"data.val_size cannot hold out every class"),
-    (["data=breast_cancer", "data.test_size=0.001"], r"data.test_size cannot hold out every class"),
-])
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        (["data=moons", "data.loader.noise=-1"], r"make_moons rejected its arguments \(The 'noise' parameter"),
+        (["data=circles", "+data.loader.bogus=1"], r"make_circles rejected its arguments .*bogus"),
+        (["data=iris", "data.val_size=2"], r"data.val_size cannot hold out every class"),
+        (["data=breast_cancer", "data.test_size=0.001"], r"data.test_size cannot hold out every class"),
+    ],
+)
 def test_bad_data_settings_fail_in_one_line(make_cfg, overrides, needle):
     with pytest.raises(LightsweepError, match=needle) as info:
         train(make_cfg(*overrides, *QUIET))

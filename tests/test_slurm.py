@@ -24,23 +24,46 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from pytorch_lightning import Callback
-
 from helpers import ROOT, cli_env, run_sweep, sweep_runs
-from team_helpers import (ARTIFACTS, IN_CI, SERVER_SCRIPT, free_port, pid_alive, postgres_installed, require)
+from pytorch_lightning import Callback
+from team_helpers import ARTIFACTS, IN_CI, SERVER_SCRIPT, free_port, pid_alive, postgres_installed, require
 
 pytestmark = pytest.mark.slow
 
 CLUSTER_SCRIPT = ROOT / "scripts" / "slurm_cluster.sh"
 DAEMONS = ("munged", "mariadb", "slurmdbd", "slurmctld", "slurmd")
-BINARIES = ("munged", "mungekey", "mariadbd", "mariadb-install-db", "slurmdbd", "slurmctld", "slurmd", "sbatch",
-            "sacct", "sacctmgr", "squeue", "sinfo", "scontrol", "scancel")
+BINARIES = (
+    "munged",
+    "mungekey",
+    "mariadbd",
+    "mariadb-install-db",
+    "slurmdbd",
+    "slurmctld",
+    "slurmd",
+    "sbatch",
+    "sacct",
+    "sacctmgr",
+    "squeue",
+    "sinfo",
+    "scontrol",
+    "scancel",
+)
 PACKAGES = "make team-deps, or apt-get install -y slurm-wlm munge slurmdbd mariadb-server"
 # One CPU per job (this node has 2), little memory, a few batches: seconds per job once it runs.
-SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
-         "hydra.launcher.timeout_min=5"]
-TINY = ["model=softmax", "trainer.max_epochs=1", "trainer.limit_train_batches=5", "trainer.limit_val_batches=2",
-        "trainer.limit_test_batches=2", "trainer.log_every_n_steps=1"]
+SLURM = [
+    "hydra/launcher=submitit_slurm",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "hydra.launcher.timeout_min=5",
+]
+TINY = [
+    "model=softmax",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=5",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.log_every_n_steps=1",
+]
 TIMINGS: dict[str, float] = {}
 
 
@@ -72,8 +95,13 @@ def slurm_installed() -> bool:
 
 
 def script(cluster, command: str, timeout: int = 300, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(CLUSTER_SCRIPT), command], env={**cluster.script_env, **env},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["bash", str(CLUSTER_SCRIPT), command],
+        env={**cluster.script_env, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def slurm(cluster, *args: str) -> str:
@@ -91,8 +119,12 @@ def cluster():
     # Not under pytest's tmp dir: that one is private to root (0700) and MariaDB runs as `mysql`.
     state = Path(tempfile.mkdtemp(prefix="ls-slurm-"))
     state.chmod(0o755)
-    ports = {"LIGHTSWEEP_SLURMCTLD_PORT": free_port(), "LIGHTSWEEP_SLURMD_PORT": free_port(),
-             "LIGHTSWEEP_SLURMDBD_PORT": free_port(), "LIGHTSWEEP_SLURM_DB_PORT": free_port()}
+    ports = {
+        "LIGHTSWEEP_SLURMCTLD_PORT": free_port(),
+        "LIGHTSWEEP_SLURMD_PORT": free_port(),
+        "LIGHTSWEEP_SLURMDBD_PORT": free_port(),
+        "LIGHTSWEEP_SLURM_DB_PORT": free_port(),
+    }
     script_env = {k: v for k, v in os.environ.items() if not k.startswith(("LIGHTSWEEP_", "SLURM_"))}
     script_env.update({k: str(v) for k, v in ports.items()})
     script_env.update({"LIGHTSWEEP_SLURM_DIR": str(state), "LIGHTSWEEP_SLURM_CLUSTER": f"lstest{secrets.token_hex(3)}"})
@@ -165,8 +197,11 @@ def test_script_starts_a_one_node_cluster_with_accounting(cluster):
         except OSError:
             continue
     # MariaDB listens on loopback only, as the mysql user.
-    uid = next(line.split()[1] for line in Path(f"/proc/{cluster.pids['mariadb']}/status").read_text().splitlines()
-               if line.startswith("Uid:"))
+    uid = next(
+        line.split()[1]
+        for line in Path(f"/proc/{cluster.pids['mariadb']}/status").read_text().splitlines()
+        if line.startswith("Uid:")
+    )
     assert uid != "0"
 
     # Idempotent: a second start finds everything running, same PIDs.
@@ -179,12 +214,21 @@ def test_script_refuses_in_one_line_naming_the_fix(cluster, tmp_path):
     other = Path(tempfile.mkdtemp(prefix="ls-slurm-other-"))
     try:
         taken = cluster.ports["LIGHTSWEEP_SLURMCTLD_PORT"]
-        result = script(cluster, "start", LIGHTSWEEP_SLURM_DIR=str(other), LIGHTSWEEP_SLURM_DB_PORT=str(free_port()),
-                        LIGHTSWEEP_SLURMDBD_PORT=str(free_port()), LIGHTSWEEP_SLURMD_PORT=str(free_port()),
-                        LIGHTSWEEP_SLURMCTLD_PORT=str(taken), timeout=60)
+        result = script(
+            cluster,
+            "start",
+            LIGHTSWEEP_SLURM_DIR=str(other),
+            LIGHTSWEEP_SLURM_DB_PORT=str(free_port()),
+            LIGHTSWEEP_SLURMDBD_PORT=str(free_port()),
+            LIGHTSWEEP_SLURMD_PORT=str(free_port()),
+            LIGHTSWEEP_SLURMCTLD_PORT=str(taken),
+            timeout=60,
+        )
         assert result.returncode == 2
-        assert result.stderr.strip() == (f"slurm_cluster: error: port {taken} on 127.0.0.1 (for slurmctld) is taken: "
-                                         "stop what uses it, or choose another with LIGHTSWEEP_SLURMCTLD_PORT")
+        assert result.stderr.strip() == (
+            f"slurm_cluster: error: port {taken} on 127.0.0.1 (for slurmctld) is taken: "
+            "stop what uses it, or choose another with LIGHTSWEEP_SLURMCTLD_PORT"
+        )
         assert not (other / "pids").exists() or not list((other / "pids").iterdir())  # nothing started
     finally:
         shutil.rmtree(other, ignore_errors=True)
@@ -196,12 +240,19 @@ def test_script_refuses_in_one_line_naming_the_fix(cluster, tmp_path):
             (fake_bin / tool.name).symlink_to(tool)
     result = script(cluster, "start", PATH=str(fake_bin), timeout=60)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert result.stderr.strip() == ("slurm_cluster: error: missing sbatch: run `make team-deps` (Debian: apt-get "
-                                     "install -y slurm-wlm munge slurmdbd mariadb-server)")
+    assert result.stderr.strip() == (
+        "slurm_cluster: error: missing sbatch: run `make team-deps` (Debian: apt-get "
+        "install -y slurm-wlm munge slurmdbd mariadb-server)"
+    )
     # Not root: one line naming the fix (nobody cannot start slurmd).
     if shutil.which("runuser") and subprocess.run(["id", "nobody"], capture_output=True).returncode == 0:
-        result = subprocess.run(["runuser", "-u", "nobody", "--", "bash", str(CLUSTER_SCRIPT), "start"],
-                                capture_output=True, text=True, timeout=60, env=cluster.script_env)
+        result = subprocess.run(
+            ["runuser", "-u", "nobody", "--", "bash", str(CLUSTER_SCRIPT), "start"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=cluster.script_env,
+        )
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "run it as root" in result.stderr
 
@@ -239,8 +290,14 @@ def test_sweep_lands_in_mlflow_and_its_array_tasks_complete(cluster, tmp_path):
 def test_a_request_the_cluster_cannot_meet_fails_at_submission_in_one_line(cluster, tmp_path):
     """The config's defaults ask for 4 CPUs and 16 GB per job; this node has 2 CPUs: sbatch refuses
     (the cluster enforces its limits at submission) and the sweep says what to change."""
-    result = run_sweep(tmp_path, "hydra/launcher=submitit_slurm", *TINY, "optimizer=sgd,adam",
-                       env=sweep_env(cluster, tmp_path), timeout=300)
+    result = run_sweep(
+        tmp_path,
+        "hydra/launcher=submitit_slurm",
+        *TINY,
+        "optimizer=sgd,adam",
+        env=sweep_env(cluster, tmp_path),
+        timeout=300,
+    )
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
@@ -260,9 +317,17 @@ def test_failing_jobs_end_failed_with_the_reason_and_the_sweep_finishes(cluster,
     # SLURM checks time limits every 30 s and sends the pre-timeout signal up to 30 s early: with a
     # 1 s delay it reaches the job 30-60 s in, once it trains (the default, capped at 20 s here,
     # could come 10 s in, before the run exists; then the launcher records the job's error instead).
-    result = run_sweep(tmp_path, *SLURM, *TINY, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=1",
-                       "+callbacks.misbehave._target_=test_slurm.Misbehave", f"+callbacks.misbehave.mode={','.join(modes)}",
-                       env=sweep_env(cluster, tmp_path), timeout=480)
+    result = run_sweep(
+        tmp_path,
+        *SLURM,
+        *TINY,
+        "hydra.launcher.timeout_min=1",
+        "hydra.launcher.signal_delay_s=1",
+        "+callbacks.misbehave._target_=test_slurm.Misbehave",
+        f"+callbacks.misbehave.mode={','.join(modes)}",
+        env=sweep_env(cluster, tmp_path),
+        timeout=480,
+    )
     TIMINGS["time-limit and crash sweep, 4 jobs, 1-minute limit (s)"] = round(time.monotonic() - start, 1)
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
@@ -311,29 +376,45 @@ def test_sweep_logs_to_the_team_server(cluster, tmp_path):
     state.chmod(0o755)
     password = secrets.token_urlsafe(18)
     port = free_port()
-    server_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "LIGHTSWEEP_"))},
-                  "LIGHTSWEEP_SERVER_DIR": str(state), "LIGHTSWEEP_SERVER_PORT": str(port),
-                  "LIGHTSWEEP_PG_PORT": str(free_port()), "MLFLOW_AUTH_ADMIN_PASSWORD": password}
+    server_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "LIGHTSWEEP_"))},
+        "LIGHTSWEEP_SERVER_DIR": str(state),
+        "LIGHTSWEEP_SERVER_PORT": str(port),
+        "LIGHTSWEEP_PG_PORT": str(free_port()),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+    }
     url = f"http://127.0.0.1:{port}"
     try:
-        started = subprocess.run(["bash", str(SERVER_SCRIPT), "start"], env=server_env, capture_output=True,
-                                 text=True, timeout=300)
+        started = subprocess.run(
+            ["bash", str(SERVER_SCRIPT), "start"], env=server_env, capture_output=True, text=True, timeout=300
+        )
         assert started.returncode == 0, started.stdout + started.stderr
         env = {k: v for k, v in sweep_env(cluster, tmp_path).items() if not k.startswith("MLFLOW_")}
-        env.update({"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": "admin",
-                    "MLFLOW_TRACKING_PASSWORD": password})
+        env.update(
+            {"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password}
+        )
         start = time.monotonic()
-        result = run_sweep(tmp_path, *SLURM, *TINY, "logger=mlflow_server", "experiment_name=team-slurm",
-                           "optimizer=sgd,adam", env=env, timeout=420)
+        result = run_sweep(
+            tmp_path,
+            *SLURM,
+            *TINY,
+            "logger=mlflow_server",
+            "experiment_name=team-slurm",
+            "optimizer=sgd,adam",
+            env=env,
+            timeout=420,
+        )
         TIMINGS["2-job sweep to the team server (s)"] = round(time.monotonic() - start, 1)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
         auth = ("admin", password)
         api = f"{url}/api/2.0/mlflow"
-        experiment = requests.get(f"{api}/experiments/get-by-name", params={"experiment_name": "team-slurm"},
-                                  auth=auth, timeout=30).json()["experiment"]
-        found = requests.post(f"{api}/runs/search", json={"experiment_ids": [experiment["experiment_id"]]},
-                              auth=auth, timeout=30).json()["runs"]
+        experiment = requests.get(
+            f"{api}/experiments/get-by-name", params={"experiment_name": "team-slurm"}, auth=auth, timeout=30
+        ).json()["experiment"]
+        found = requests.post(
+            f"{api}/runs/search", json={"experiment_ids": [experiment["experiment_id"]]}, auth=auth, timeout=30
+        ).json()["runs"]
         tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in found]
         parents = [r for r, t in zip(found, tags) if t.get("lightsweep.role") == "sweep"]
         children = [(r, t) for r, t in zip(found, tags) if "mlflow.parentRunId" in t]
@@ -345,7 +426,9 @@ def test_sweep_logs_to_the_team_server(cluster, tmp_path):
         assert sacct_states(cluster, job_ids) == dict.fromkeys(job_ids, "COMPLETED")
         assert requests.get(f"{api}/experiments/search?max_results=1", timeout=30).status_code == 401  # auth on
     finally:
-        subprocess.run(["bash", str(SERVER_SCRIPT), "stop"], env=server_env, capture_output=True, text=True, timeout=120)
+        subprocess.run(
+            ["bash", str(SERVER_SCRIPT), "stop"], env=server_env, capture_output=True, text=True, timeout=120
+        )
         shutil.rmtree(state, ignore_errors=True)
 
 
@@ -353,8 +436,17 @@ def test_ddp_with_slurm_starting_the_ranks(cluster, tmp_path):
     """The DDP path that works under SLURM: one task per device, strategy=ddp, SLURM starts the ranks
     (with ddp_spawn every spawned worker would read rank 0 from SLURM's environment)."""
     start = time.monotonic()
-    result = run_sweep(tmp_path, *SLURM, *TINY, "hydra.launcher.tasks_per_node=2", "trainer=ddp_cpu",
-                       "trainer.strategy=ddp", "seed=1", env=sweep_env(cluster, tmp_path), timeout=420)
+    result = run_sweep(
+        tmp_path,
+        *SLURM,
+        *TINY,
+        "hydra.launcher.tasks_per_node=2",
+        "trainer=ddp_cpu",
+        "trainer.strategy=ddp",
+        "seed=1",
+        env=sweep_env(cluster, tmp_path),
+        timeout=420,
+    )
     TIMINGS["DDP job, 2 CPU ranks (s)"] = round(time.monotonic() - start, 1)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
@@ -367,7 +459,9 @@ def test_ddp_with_slurm_starting_the_ranks(cluster, tmp_path):
     assert sacct_states(cluster, {job_id}) == {job_id: "COMPLETED"}
     steps = slurm(cluster, "sacct", "-n", "-P", "-o", "JobID,NTasks,State", "-j", job_id).splitlines()
     assert f"{job_id}.0|2|COMPLETED" in steps, steps  # one step, two tasks: SLURM started both ranks
-    logs = "".join(p.read_text() for p in Path(parents[0].data.tags["lightsweep.sweep_dir"]).glob(".submitit/*/*_log.*"))
+    logs = "".join(
+        p.read_text() for p in Path(parents[0].data.tags["lightsweep.sweep_dir"]).glob(".submitit/*/*_log.*")
+    )
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in logs and "GLOBAL_RANK: 1, MEMBER: 2/2" in logs
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import SWEEP_FAST as FAST
 from helpers import artifact_paths, run_cli, run_sweep, sweep_runs
 
@@ -16,8 +15,11 @@ def test_optimizer_sweep_lands_as_parent_with_children_and_report(tmp_path):
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
-    assert {c.info.run_name for c in children} == {"softmax-sgd-lr0.1-s42", "softmax-momentum-lr0.05-s42",
-                                                   "softmax-adam-lr0.001-s42"}
+    assert {c.info.run_name for c in children} == {
+        "softmax-sgd-lr0.1-s42",
+        "softmax-momentum-lr0.05-s42",
+        "softmax-adam-lr0.001-s42",
+    }
     assert sorted(c.data.tags["lightsweep.job"] for c in children) == ["0", "1", "2"]
     assert {c.data.tags["lightsweep.sweep_id"] for c in children} == {parent.data.tags["lightsweep.sweep_id"]}
     assert all(c.info.status == "FINISHED" for c in children)
@@ -27,8 +29,15 @@ def test_optimizer_sweep_lands_as_parent_with_children_and_report(tmp_path):
         assert len(client.get_metric_history(child.info.run_id, "val/acc")) == 2
 
     artifacts = artifact_paths(client, parent.info.run_id)
-    expected = {"report/report.md", "report/report.html", "report/summary.csv",
-                "report/learning_curves.png", "report/test_accuracy.png", "sweep_config.yaml", "sweep_grid.yaml"}
+    expected = {
+        "report/report.md",
+        "report/report.html",
+        "report/summary.csv",
+        "report/learning_curves.png",
+        "report/test_accuracy.png",
+        "sweep_config.yaml",
+        "sweep_grid.yaml",
+    }
     assert expected <= artifacts
     report_md = client.download_artifacts(parent.info.run_id, "report/report.md", str(tmp_path / "dl"))
     text = open(report_md).read()
@@ -57,8 +66,15 @@ def test_a_sweep_where_every_job_fails_fails_the_parent(tmp_path):
 
 
 def test_optuna_search_trials_are_children_of_one_parent(tmp_path):
-    result = run_sweep(tmp_path, "hparams_search=lr_optuna", "model=softmax", "optimizer=adam", *FAST,
-                       "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=2")
+    result = run_sweep(
+        tmp_path,
+        "hparams_search=lr_optuna",
+        "model=softmax",
+        "optimizer=adam",
+        *FAST,
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Best value" in result.stdout + result.stderr
     client, parents, children, runs = sweep_runs(tmp_path)
@@ -72,8 +88,14 @@ def test_optuna_search_trials_are_children_of_one_parent(tmp_path):
 
 def test_optuna_study_survives_failed_trials(tmp_path):
     # Every trial fails (an unknown optimizer argument): the study still ends, each trial scored 0.0.
-    result = run_sweep(tmp_path, "hparams_search=lr_optuna", "+optimizer.bogus=1", *FAST,
-                       "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2")
+    result = run_sweep(
+        tmp_path,
+        "hparams_search=lr_optuna",
+        "+optimizer.bogus=1",
+        *FAST,
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+    )
     assert result.returncode == 1, result.stderr[-2000:]  # the study ended; the sweep says jobs failed
     assert "Best value: 0.0" in result.stdout + result.stderr
     _, parents, children, _ = sweep_runs(tmp_path)
@@ -83,9 +105,18 @@ def test_optuna_study_survives_failed_trials(tmp_path):
 
 @pytest.mark.slow
 def test_optimizer_benchmark_tunes_then_tests(tmp_path):
-    result = run_sweep(tmp_path, "experiment=optimizer_benchmark", *FAST, "hydra.sweeper.optimizers=[sgd,adam]",
-                       "hydra.sweeper.lr_log10_min=-3", "hydra.sweeper.lr_log10_max=12", "hydra.sweeper.lr_points=3",
-                       "hydra.sweeper.seeds=[1,2]", "model=mlp", timeout=900)
+    result = run_sweep(
+        tmp_path,
+        "experiment=optimizer_benchmark",
+        *FAST,
+        "hydra.sweeper.optimizers=[sgd,adam]",
+        "hydra.sweeper.lr_log10_min=-3",
+        "hydra.sweeper.lr_log10_max=12",
+        "hydra.sweeper.lr_points=3",
+        "hydra.sweeper.seeds=[1,2]",
+        "model=mlp",
+        timeout=900,
+    )
     client, parents, children, _ = sweep_runs(tmp_path, "optimizer_benchmark")
     tune = [c for c in children if c.data.tags["stage"] == "tune"]
     final = [c for c in children if c.data.tags["stage"] == "final"]
@@ -96,11 +127,14 @@ def test_optimizer_benchmark_tunes_then_tests(tmp_path):
     assert sum(c.data.tags.get("lightsweep.diverged") == "true" for c in tune) >= 2
     parent = parents[0]
     for opt in ("sgd", "adam"):
-        best_val = max((c for c in tune if c.data.tags["optimizer"] == opt and c.info.status == "FINISHED"),
-                       key=lambda c: c.data.metrics["val/acc"])
+        best_val = max(
+            (c for c in tune if c.data.tags["optimizer"] == opt and c.info.status == "FINISHED"),
+            key=lambda c: c.data.metrics["val/acc"],
+        )
         assert parent.data.params[f"best_lr.{opt}"] == best_val.data.params["optimizer.lr"]
         assert {c.data.params["optimizer.lr"] for c in final if c.data.tags["optimizer"] == opt} == {
-            best_val.data.params["optimizer.lr"]}
+            best_val.data.params["optimizer.lr"]
+        }
     artifacts = artifact_paths(client, parent.info.run_id)
     assert {"report/lr_sensitivity.png", "report/report.md"} <= artifacts
     text = open(client.download_artifacts(parent.info.run_id, "report/report.md", str(tmp_path))).read()
@@ -124,10 +158,19 @@ def test_compare_pipeline_rebuilds_the_latest_report(tmp_path):
 @pytest.mark.slow
 def test_eight_parallel_jobs_on_a_fresh_store_lose_nothing(tmp_path):
     """joblib starts 8 jobs at once on a store that does not exist yet: 0 failed, 0 misfiled, 0 lost."""
-    result = run_sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=8", "seed=range(1,9)",
-                       "model=softmax", "trainer.max_epochs=3", "trainer.limit_train_batches=12",
-                       "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.log_every_n_steps=3",
-                       timeout=900)
+    result = run_sweep(
+        tmp_path,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=8",
+        "seed=range(1,9)",
+        "model=softmax",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=12",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "trainer.log_every_n_steps=3",
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client, parents, children, runs = sweep_runs(tmp_path)
     assert len(parents) == 1 and len(children) == 8 and len(runs) == 9

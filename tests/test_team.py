@@ -10,9 +10,9 @@ import time
 
 import pytest
 from hydra.utils import instantiate
+from team_helpers import SERVER_SCRIPT, free_port
 
 from lightsweep.errors import LightsweepError
-from team_helpers import SERVER_SCRIPT, free_port
 
 
 def test_ddp_cpu_builds_lightnings_two_process_spawn_strategy(make_cfg):
@@ -77,9 +77,14 @@ def test_slurm_launcher_has_lightsweep_defaults(make_cfg, monkeypatch):
     assert local._target_.endswith("LocalLauncher")
 
 
-@pytest.mark.parametrize("uri, warned", [("sqlite:////tmp/x/mlflow.db", "local store"),
-                                         ("http://127.0.0.1:5000", "compute node"),
-                                         ("http://mlflow.team.example:5000", None)])
+@pytest.mark.parametrize(
+    "uri, warned",
+    [
+        ("sqlite:////tmp/x/mlflow.db", "local store"),
+        ("http://127.0.0.1:5000", "compute node"),
+        ("http://mlflow.team.example:5000", None),
+    ],
+)
 def test_cluster_sweep_warns_about_stores_nodes_cannot_reach(make_cfg, capsys, uri, warned):
     from lightsweep.sweeps.hydra_callbacks import _warn_if_nodes_cannot_reach
 
@@ -94,16 +99,24 @@ def test_a_server_that_is_down_fails_in_seconds_naming_the_fix(monkeypatch):
     from lightsweep.tracking.store import open_store
 
     start = time.monotonic()
-    with pytest.raises(LightsweepError, match=r"no MLflow server answers at http://127.0.0.1:\d+ \(connection refused\)"
-                                              r": start it with `make server`"):
+    with pytest.raises(
+        LightsweepError,
+        match=r"no MLflow server answers at http://127.0.0.1:\d+ \(connection refused\)"
+        r": start it with `make server`",
+    ):
         open_store(f"http://127.0.0.1:{free_port()}")
     assert time.monotonic() - start < 15  # MLflow's own client would retry for minutes
 
 
 def script(tmp_path, command, **env) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "LIGHTSWEEP_"))}
-    return subprocess.run(["bash", str(SERVER_SCRIPT), command], capture_output=True, text=True, timeout=60,
-                          env={**base, "LIGHTSWEEP_SERVER_DIR": str(tmp_path / "state"), **env})
+    return subprocess.run(
+        ["bash", str(SERVER_SCRIPT), command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, "LIGHTSWEEP_SERVER_DIR": str(tmp_path / "state"), **env},
+    )
 
 
 def test_server_script_refuses_to_start_without_an_admin_password(tmp_path):

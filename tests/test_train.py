@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
+from helpers import artifact_paths, tracking_uri
 from mlflow.tracking import MlflowClient
 
-from helpers import artifact_paths, tracking_uri
 from lightsweep.errors import LightsweepError
 from lightsweep.train import train
 

@@ -14,33 +14,51 @@ import os
 import subprocess
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from helpers import PYTHON, ROOT
+from mlflow.tracking import MlflowClient
 from team_helpers import ARTIFACTS, UI_DRIVER, browser_installed, plain_mlflow_server, require
 
 pytestmark = pytest.mark.slow
 
-SWEEP = ["model=softmax", "optimizer=sgd,momentum,adam", "trainer.max_epochs=3", "trainer.limit_train_batches=10",
-         "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.log_every_n_steps=5",
-         "trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
+SWEEP = [
+    "model=softmax",
+    "optimizer=sgd,momentum,adam",
+    "trainer.max_epochs=3",
+    "trainer.limit_train_batches=10",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.log_every_n_steps=5",
+    "trainer.enable_progress_bar=false",
+    "callbacks.progress_bar=null",
+    "callbacks.model_summary=null",
+]
 
 
 def test_sweep_in_the_mlflow_ui(tmp_path):
-    require(browser_installed(), "Chromium with playwright-core (tests/ui)",
-            "make team-deps: apt-get install chromium, npm ci --prefix tests/ui")
+    require(
+        browser_installed(),
+        "Chromium with playwright-core (tests/ui)",
+        "make team-deps: apt-get install chromium, npm ci --prefix tests/ui",
+    )
     store = f"sqlite:///{tmp_path}/store/mlflow.db"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}, "MLFLOW_TRACKING_URI": store}
-    result = subprocess.run([PYTHON, "train.py", "-m", f"paths.log_dir={tmp_path}/outputs", *SWEEP], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [PYTHON, "train.py", "-m", f"paths.log_dir={tmp_path}/outputs", *SWEEP],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name("lightsweep")
     runs = client.search_runs([experiment.experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("lightsweep.role") == "sweep"]
-    children = sorted((r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id),
-                      key=lambda r: r.info.run_name)
+    children = sorted(
+        (r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id), key=lambda r: r.info.run_name
+    )
     assert len(children) == 3
     child = next(c for c in children if "adam" in c.info.run_name)
     history = client.get_metric_history(child.info.run_id, "val/acc")
@@ -50,8 +68,14 @@ def test_sweep_in_the_mlflow_ui(tmp_path):
     # The sweep logged its best child's model; register it as the champion.
     (logged,) = client.search_logged_models([experiment.experiment_id])
     best = client.get_run(logged.source_run_id)
-    registered = subprocess.run([PYTHON, "pipelines/register.py", "sweep=latest", f"paths.log_dir={tmp_path}/outputs"],
-                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    registered = subprocess.run(
+        [PYTHON, "pipelines/register.py", "sweep=latest", f"paths.log_dir={tmp_path}/outputs"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert registered.returncode == 0, registered.stderr[-3000:]
     version = client.get_model_version_by_alias("fashion_mnist-softmax", "champion")
 
@@ -60,17 +84,34 @@ def test_sweep_in_the_mlflow_ui(tmp_path):
         old.unlink()
     with plain_mlflow_server(store, out / "mlflow-server.log") as url:
         spec = {
-            "url": url, "experimentId": experiment.experiment_id, "parentName": parent.info.run_name,
-            "childNames": [c.info.run_name for c in children], "metricRunId": child.info.run_id,
-            "metricRunName": child.info.run_name, "metric": "val/acc", "metricValue": repr(last),
-            "reportRunId": parent.info.run_id, "out": str(out), "widenRunNames": 160,
-            "model": {"runName": best.info.run_name, "name": logged.name, "id": logged.model_id,
-                      "dataset": "fashion_mnist-train", "metricDataset": "fashion_mnist-validation",
-                      "registered": {"name": "fashion_mnist-softmax", "alias": "champion",
-                                     "version": str(version.version)}},
+            "url": url,
+            "experimentId": experiment.experiment_id,
+            "parentName": parent.info.run_name,
+            "childNames": [c.info.run_name for c in children],
+            "metricRunId": child.info.run_id,
+            "metricRunName": child.info.run_name,
+            "metric": "val/acc",
+            "metricValue": repr(last),
+            "reportRunId": parent.info.run_id,
+            "out": str(out),
+            "widenRunNames": 160,
+            "model": {
+                "runName": best.info.run_name,
+                "name": logged.name,
+                "id": logged.model_id,
+                "dataset": "fashion_mnist-train",
+                "metricDataset": "fashion_mnist-validation",
+                "registered": {"name": "fashion_mnist-softmax", "alias": "champion", "version": str(version.version)},
+            },
         }
-        driver = subprocess.run(["node", str(UI_DRIVER), json.dumps(spec)], cwd=ROOT, capture_output=True,
-                                text=True, timeout=600, env={**os.environ, "MLFLOW_TRACKING_USERNAME": ""})
+        driver = subprocess.run(
+            ["node", str(UI_DRIVER), json.dumps(spec)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "MLFLOW_TRACKING_USERNAME": ""},
+        )
     lines = [line for line in driver.stdout.splitlines() if line.startswith("{")]
     assert lines, driver.stdout[-2000:] + driver.stderr[-2000:]
     report = json.loads(lines[-1])

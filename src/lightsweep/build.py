@@ -39,8 +39,9 @@ def build(cfg: DictConfig, run=None, tested: bool = True):
     plot_dir = os.path.join(str(cfg.paths.output_dir), "plots")
     job = current_job()
     in_sweep = job is not None and job.sweep is not None
-    artifacts = RunArtifacts(plot_dir, tested=tested, log_model=logs_own_model(cfg, in_sweep),
-                             data_name=hydra_choices(cfg).get("data"))
+    artifacts = RunArtifacts(
+        plot_dir, tested=tested, log_model=logs_own_model(cfg, in_sweep), data_name=hydra_choices(cfg).get("data")
+    )
     callbacks += [EpochHistory(), RandomState(), SignalCheck(), artifacts]
     logger = False
     if run is not None:
@@ -82,14 +83,20 @@ def rejected(cfg: DictConfig, groups, err: BaseException) -> str:
         # says "beta" for `betas`, "epsilon" for `eps`), else a key whose text value is in it
         # (Lightning: "No supported gpu backend found!" for accelerator=gpu).
         named = [k for k in keys if re.search(rf"\b{re.escape(str(k).lower().rstrip('s'))}", words)]
-        named = named or [k for k in keys if isinstance(node.get(k), str) and re.search(
-            rf"\b{re.escape(node.get(k).lower())}\b", words)]
+        named = named or [
+            k
+            for k in keys
+            if isinstance(node.get(k), str) and re.search(rf"\b{re.escape(node.get(k).lower())}\b", words)
+        ]
         for key in named[:1]:
-                target = str(node.get("_target_", group)).rsplit(".", 1)[-1]
-                value = OmegaConf.to_container(node)[key] if OmegaConf.is_config(node) else node[key]
-                fix = (f"remove {group}.{key}, {target} takes no such argument" if "unexpected keyword" in words
-                       else f"pass a valid {group}.{key}, or drop its override for the default")
-                return f"cannot build {group}: {group}.{key}={value} is rejected by {target} ({reason}): {fix}"
+            target = str(node.get("_target_", group)).rsplit(".", 1)[-1]
+            value = OmegaConf.to_container(node)[key] if OmegaConf.is_config(node) else node[key]
+            fix = (
+                f"remove {group}.{key}, {target} takes no such argument"
+                if "unexpected keyword" in words
+                else f"pass a valid {group}.{key}, or drop its override for the default"
+            )
+            return f"cannot build {group}: {group}.{key}={value} is rejected by {target} ({reason}): {fix}"
     return f"cannot build {groups[0]} from the config ({reason}): check the {groups[0]}.* overrides"
 
 

@@ -51,7 +51,10 @@ def task(cfg: DictConfig):
         if signal_name is not None:
             # The run is KILLED and its checkpoints stay; a sweep stops too (the user asked it to).
             then = "the sweep stops" if sweeping else "continue it with the same overrides plus resume=last"
-            print(f"interrupted ({signal_name}): the run is marked KILLED, its checkpoints are kept; {then}", file=sys.stderr)
+            print(
+                f"interrupted ({signal_name}): the run is marked KILLED, its checkpoints are kept; {then}",
+                file=sys.stderr,
+            )
             raise SystemExit(_exit_code(signal_name)) from None
         if not sweeping:
             if not isinstance(err, LightsweepError) or os.environ.get("HYDRA_FULL_ERROR") == "1":

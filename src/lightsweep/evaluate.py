@@ -53,10 +53,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     x, y = to_raw(datamodule, x_norm), y.cpu().numpy()
     model = mlflow.pyfunc.load_model(uri)
     try:
-        probabilities = np.concatenate([
-            np.asarray(model.predict(x[i : i + int(cfg.batch_size)]), dtype=np.float64)
-            for i in range(0, len(x), int(cfg.batch_size))
-        ])
+        probabilities = np.concatenate(
+            [
+                np.asarray(model.predict(x[i : i + int(cfg.batch_size)]), dtype=np.float64)
+                for i in range(0, len(x), int(cfg.batch_size))
+            ]
+        )
     except Exception as err:
         raise LightsweepError(
             f"{uri} does not take data={_data_choice(cfg)}'s samples ({type(err).__name__}: "
@@ -65,8 +67,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     result = scores(probabilities, y, datamodule.class_names)
     metrics = {k: v for k, v in result.items() if isinstance(v, float)}
     metrics["run_id"] = _log_run(client, cfg, uri, info, logged, datamodule, x, y, probabilities, result)
-    print(f"test/acc={metrics['test/acc']:.4f} test/loss={metrics['test/loss']:.4f} "
-          f"test/f1_macro={metrics['test/f1_macro']:.4f} on {len(y)} {_data_choice(cfg)} test samples")
+    print(
+        f"test/acc={metrics['test/acc']:.4f} test/loss={metrics['test/loss']:.4f} "
+        f"test/f1_macro={metrics['test/f1_macro']:.4f} on {len(y)} {_data_choice(cfg)} test samples"
+    )
     print(f"MLflow run {metrics['run_id']} (linked to model {info.model_id or uri})")
     return metrics
 
@@ -81,7 +85,8 @@ def scores(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str]
     predicted = probabilities.argmax(axis=1)
     p_true = probabilities[np.arange(len(labels)), labels]
     precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predicted, labels=list(range(k)), zero_division=0)
+        labels, predicted, labels=list(range(k)), zero_division=0
+    )
     out: dict = {
         "test/acc": float((predicted == labels).mean()),
         "test/loss": float(-np.log(np.clip(p_true, 1e-12, 1.0)).mean()),
@@ -95,8 +100,13 @@ def scores(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str]
         out[f"test/recall/{label}"] = float(recall[i])
         out[f"test/f1/{label}"] = float(f1[i])
     out["per_class"] = [
-        {"class": name, "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-         "support": int(support[i])}
+        {
+            "class": name,
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
         for i, name in enumerate(class_names)
     ]
     out["confusion"] = confusion_matrix(labels, predicted, labels=list(range(k)))
@@ -114,8 +124,9 @@ def _metric_label(name: str) -> str:
 def _model_uri(cfg: DictConfig) -> str:
     uri = OmegaConf.select(cfg, "model_uri", throw_on_missing=False)
     if not uri or str(uri) == "???":
-        raise LightsweepError("which model? pass model_uri=models:/<name>@champion (or models:/<name>/<version>, "
-                              "models:/<model id>)")
+        raise LightsweepError(
+            "which model? pass model_uri=models:/<name>@champion (or models:/<name>/<version>, models:/<model id>)"
+        )
     return str(uri)
 
 
@@ -187,13 +198,16 @@ def _check_fits(uri: str, info, datamodule, cfg: DictConfig) -> None:
     fix = f"pass the data set it was trained on (data=..., now data={_data_choice(cfg)})"
     if inputs is not None and (inputs[0] != fmt.dtype or tuple(inputs[1][1:]) != tuple(fmt.shape)):
         shape = ", ".join(map(str, inputs[1][1:]))
-        raise LightsweepError(f"{uri} takes {inputs[0]} (N, {shape}) samples but data={_data_choice(cfg)} "
-                              f"has {fmt.describe()}: {fix}")
+        raise LightsweepError(
+            f"{uri} takes {inputs[0]} (N, {shape}) samples but data={_data_choice(cfg)} has {fmt.describe()}: {fix}"
+        )
     if outputs is not None:
         k = 2 if len(outputs[1]) == 1 else outputs[1][-1]
         if k != datamodule.num_classes:
-            raise LightsweepError(f"{uri} predicts {k} classes but data={_data_choice(cfg)} has "
-                                  f"{datamodule.num_classes}: {fix}, or its classes (data.classes=[...])")
+            raise LightsweepError(
+                f"{uri} predicts {k} classes but data={_data_choice(cfg)} has "
+                f"{datamodule.num_classes}: {fix}, or its classes (data.classes=[...])"
+            )
 
 
 def _data_choice(cfg: DictConfig) -> str:
@@ -238,11 +252,20 @@ def _log_run(client, cfg, uri, info, logged, datamodule, x, y, probabilities, re
     tracking = cfg.logger.mlflow
     experiment_id = ensure_experiment(client, str(tracking.tracking_uri), str(cfg.experiment_name))
     registered = _registered(uri)
-    label = (f"{registered['registered_model']}-v{registered['registered_version']}" if registered
-             else (logged.name if logged is not None else "model"))
+    label = (
+        f"{registered['registered_model']}-v{registered['registered_version']}"
+        if registered
+        else (logged.name if logged is not None else "model")
+    )
     data = _data_choice(cfg)
-    tags = {"lightsweep.role": "evaluation", "model_uri": uri, "data": data, "mlflow.source.name": "evaluate.py",
-            "mlflow.source.type": "LOCAL", **registered}
+    tags = {
+        "lightsweep.role": "evaluation",
+        "model_uri": uri,
+        "data": data,
+        "mlflow.source.name": "evaluate.py",
+        "mlflow.source.type": "LOCAL",
+        **registered,
+    }
     if info.model_id:
         tags["lightsweep.model_id"] = info.model_id
     if info.run_id:
@@ -257,12 +280,17 @@ def _log_run(client, cfg, uri, info, logged, datamodule, x, y, probabilities, re
         for start in range(0, len(params), 100):
             client.log_batch(run_id, params=params[start : start + 100])
         test = split_datasets(datamodule, data)["test"]
-        client.log_inputs(run_id, datasets=[DatasetInput(test, tags=[InputTag("mlflow.data.context", "test")])],
-                          models=[LoggedModelInput(info.model_id)] if info.model_id else None)
+        client.log_inputs(
+            run_id,
+            datasets=[DatasetInput(test, tags=[InputTag("mlflow.data.context", "test")])],
+            models=[LoggedModelInput(info.model_id)] if info.model_id else None,
+        )
         now = int(time.time() * 1000)
         values = {k: v for k, v in result.items() if isinstance(v, float)}
-        metrics = [Metric(k, v, now, 0, model_id=info.model_id, dataset_name=test.name, dataset_digest=test.digest)
-                   for k, v in values.items()]
+        metrics = [
+            Metric(k, v, now, 0, model_id=info.model_id, dataset_name=test.name, dataset_digest=test.digest)
+            for k, v in values.items()
+        ]
         for start in range(0, len(metrics), 1000):
             client.log_batch(run_id, metrics=metrics[start : start + 1000])
         table = out / "per_class.csv"
@@ -272,11 +300,16 @@ def _log_run(client, cfg, uri, info, logged, datamodule, x, y, probabilities, re
             writer.writeheader()
             writer.writerows(result["per_class"])
         client.log_artifact(run_id, str(table))
-        paths = [plots.confusion_matrix(torch.as_tensor(result["confusion"]), datamodule.class_names,
-                                        out / "plots" / "confusion_matrix.png")]
+        paths = [
+            plots.confusion_matrix(
+                torch.as_tensor(result["confusion"]), datamodule.class_names, out / "plots" / "confusion_matrix.png"
+            )
+        ]
         if datamodule.image_shape:
             images = x.reshape(len(x), *datamodule.image_shape)
-            grid = plots.misclassified(images, y, probabilities, datamodule.class_names, out / "plots" / "misclassified.png")
+            grid = plots.misclassified(
+                images, y, probabilities, datamodule.class_names, out / "plots" / "misclassified.png"
+            )
             if grid is not None:
                 paths.append(grid)
         for path in paths:

@@ -70,7 +70,7 @@ def handled():
 
 
 def received() -> str | None:
-    """"SIGINT"/"SIGTERM" if one arrived and was not yet acted on."""
+    """ "SIGINT"/"SIGTERM" if one arrived and was not yet acted on."""
     return _state.received
 
 
@@ -83,8 +83,11 @@ def acknowledge() -> str | None:
 
 def check() -> None:
     """Re-arm the handlers (Lightning leaves SIGINT ignored) and raise a signal that was swallowed."""
-    if _state.depth and signal.getsignal(signal.SIGINT) == signal.SIG_IGN and \
-            threading.current_thread() is threading.main_thread():
+    if (
+        _state.depth
+        and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        and threading.current_thread() is threading.main_thread()
+    ):
         signal.signal(signal.SIGINT, _handler)
     if _state.received is None or _state.deferring:
         return
@@ -105,7 +108,7 @@ def deferred():
 
 
 def interruption(err: BaseException | None) -> str | None:
-    """"SIGINT"/"SIGTERM" when `err` is, or was raised while handling, an interrupt; else None.
+    """ "SIGINT"/"SIGTERM" when `err` is, or was raised while handling, an interrupt; else None.
 
     Lightning answers Ctrl-C with `sys.exit(1)` and SIGTERM with a `SIGTERMException` (a SystemExit),
     so the interrupt is often the context of what reaches us.

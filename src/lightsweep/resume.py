@@ -104,7 +104,9 @@ def load_checkpoint(path: str | Path) -> dict:
             "only load checkpoints you trust, saved by lightsweep or Lightning"
         ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as err:
-        raise LightsweepError(f"cannot read checkpoint {path} ({str(err).splitlines()[0][:200]}): it is truncated or not a checkpoint") from None
+        raise LightsweepError(
+            f"cannot read checkpoint {path} ({str(err).splitlines()[0][:200]}): it is truncated or not a checkpoint"
+        ) from None
 
 
 def check_checkpoint_fits(path: str | Path, model) -> None:

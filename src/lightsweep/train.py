@@ -128,7 +128,11 @@ def _scalars(callback_metrics) -> dict[str, float]:
 def _print_summary(metrics: dict, run, output_dir: Path) -> None:
     from lightsweep.tracking.uris import ui_command
 
-    parts = [f"{k}={metrics[k]:.4f}" for k in ("test/acc", "test/loss", "val/acc") if k in metrics and not math.isnan(metrics[k])]
+    parts = [
+        f"{k}={metrics[k]:.4f}"
+        for k in ("test/acc", "test/loss", "val/acc")
+        if k in metrics and not math.isnan(metrics[k])
+    ]
     print(f"\n{' '.join(parts)}")
     if run is not None:
         print(f"MLflow run {run.run_id}")

@@ -9,12 +9,20 @@ import os
 import shutil
 
 import pytest
-
 from helpers import (
-    DEBIAN_COPY, QUIET, SWEEP_FAST, all_runs, assert_short_error, cli_env, free_port, needs_fashion_mnist, run_cli,
-    run_sweep, store, sweep_runs,
+    DEBIAN_COPY,
+    QUIET,
+    SWEEP_FAST,
+    all_runs,
+    assert_short_error,
+    cli_env,
+    free_port,
+    needs_fashion_mnist,
+    run_cli,
+    run_sweep,
+    store,
+    sweep_runs,
 )
-
 
 FAST = ["debug=fast", *QUIET]
 
@@ -40,8 +48,18 @@ def store_state(tmp_path) -> list[str]:
         (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size must be > 0"),
         (["data=iris", "data.classes=[setosa,rose]"], "unknown class 'rose'"),
     ],
-    ids=["unknown-option", "negative-lr", "text-lr", "no-hidden-layers", "val-size-fraction", "zero-epochs",
-         "binary-on-3-classes", "resume-untracked", "zero-step-size", "unknown-iris-class"],
+    ids=[
+        "unknown-option",
+        "negative-lr",
+        "text-lr",
+        "no-hidden-layers",
+        "val-size-fraction",
+        "zero-epochs",
+        "binary-on-3-classes",
+        "resume-untracked",
+        "zero-step-size",
+        "unknown-iris-class",
+    ],
 )
 def test_bad_config_is_refused_before_any_run(tmp_path, overrides, needle):
     result = run_cli(tmp_path, *overrides, *FAST)

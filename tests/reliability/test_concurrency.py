@@ -6,15 +6,19 @@ import subprocess
 import threading
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from helpers import PYTHON, QUIET, ROOT, MlflowServer, cli_env, store
+from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 
 EPOCHS, STEPS = 3, 12
-JOB = [f"trainer.max_epochs={EPOCHS}", f"trainer.limit_train_batches={STEPS}", "trainer.limit_val_batches=2",
-       "trainer.limit_test_batches=2", "trainer.log_every_n_steps=1"]  # every step: the most writes
+JOB = [
+    f"trainer.max_epochs={EPOCHS}",
+    f"trainer.limit_train_batches={STEPS}",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.log_every_n_steps=1",
+]  # every step: the most writes
 
 
 class UIReader(threading.Thread):
@@ -51,7 +55,11 @@ def test_two_sweeps_and_the_ui_on_one_store_lose_nothing(tmp_path):
         processes = {
             name: subprocess.Popen(
                 [PYTHON, "train.py", "-m", f"paths.log_dir={tmp_path}/outputs", *QUIET, *JOB, *grid],
-                cwd=ROOT, env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                cwd=ROOT,
+                env=cli_env(tmp_path),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             for name, grid in sweeps.items()
         }

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from helpers import SWEEP_FAST as FAST
 from helpers import artifact_paths, run_sweep, sweep_runs, tracking_uri
+from mlflow.tracking import MlflowClient
+
 from lightsweep.train import TrainingDiverged, train
+
 
 def test_divergence_stops_the_run_and_marks_it_failed(make_cfg, tmp_path):
     cfg = make_cfg("model=mlp", "optimizer=sgd", "optimizer.lr=1e12", "trainer.max_epochs=5")
@@ -28,7 +29,11 @@ def test_a_diverging_job_is_reported_as_diverged_and_the_sweep_goes_on(tmp_path)
     client, parents, children, _ = sweep_runs(tmp_path)
     status = {c.info.run_name: c.info.status for c in children}
     # ... and the jobs after the diverging one still ran.
-    assert status == {"mlp-sgd-lr0.05-s42": "FINISHED", "mlp-sgd-lr1e+12-s42": "FAILED", "mlp-sgd-lr0.1-s42": "FINISHED"}
+    assert status == {
+        "mlp-sgd-lr0.05-s42": "FINISHED",
+        "mlp-sgd-lr1e+12-s42": "FAILED",
+        "mlp-sgd-lr0.1-s42": "FINISHED",
+    }
     diverged = next(c for c in children if c.info.status == "FAILED")
     assert diverged.data.tags["lightsweep.diverged"] == "true"
     assert "diverged" in diverged.data.tags["lightsweep.failure_reason"]

@@ -3,19 +3,24 @@ and complete. FINISHED is written last, by lightsweep's lifecycle, once everythi
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 
 import pytest
-
 from helpers import PYTHON, QUIET, ROOT, all_runs, artifact_paths, cli_env, run_cli, store
 
 pytestmark = pytest.mark.slow
 
 EPOCHS, STEPS = 3, 10
-RUN = ["trainer.deterministic=true", f"trainer.max_epochs={EPOCHS}", f"trainer.limit_train_batches={STEPS}",
-       "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.log_every_n_steps=5", *QUIET]
+RUN = [
+    "trainer.deterministic=true",
+    f"trainer.max_epochs={EPOCHS}",
+    f"trainer.limit_train_batches={STEPS}",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.log_every_n_steps=5",
+    *QUIET,
+]
 COMPLETE = {"config.yaml", "plots/learning_curves.png", "plots/confusion_matrix.png", "plots/weights.png"}
 
 
@@ -31,20 +36,27 @@ def assert_complete(client, run) -> None:
     assert "model.input_dim" in run.data.params
 
 
-@pytest.mark.parametrize("moment", [
-    "lightsweep.callbacks.history:EpochHistory.on_train_epoch_end#2",  # training, after a checkpoint
-    "pytorch_lightning:Trainer.test",  # right after fit
-    "lightsweep.models.base:Classifier.test_step",  # during the test
-    "lightsweep.plots:learning_curves",  # plots at the end of fit
-    "mlflow.tracking:MlflowClient.log_artifact@checkpoints",  # the best checkpoint's upload
-    "lightsweep.plots:confusion_matrix",  # plots after the test
-    "lightsweep.tracking.run:end_run",  # the final status write
-])
+@pytest.mark.parametrize(
+    "moment",
+    [
+        "lightsweep.callbacks.history:EpochHistory.on_train_epoch_end#2",  # training, after a checkpoint
+        "pytorch_lightning:Trainer.test",  # right after fit
+        "lightsweep.models.base:Classifier.test_step",  # during the test
+        "lightsweep.plots:learning_curves",  # plots at the end of fit
+        "mlflow.tracking:MlflowClient.log_artifact@checkpoints",  # the best checkpoint's upload
+        "lightsweep.plots:confusion_matrix",  # plots after the test
+        "lightsweep.tracking.run:end_run",  # the final status write
+    ],
+)
 def test_kill_9_leaves_a_resumable_or_a_complete_run(tmp_path, moment):
     flag = tmp_path / "paused"
     process = subprocess.Popen(
         [PYTHON, "tests/reliability/pause.py", moment, str(flag), f"paths.log_dir={tmp_path}/outputs", *RUN],
-        cwd=ROOT, env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=cli_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 240
     while not flag.exists():

@@ -7,7 +7,6 @@ import subprocess
 import time
 
 import pytest
-
 from helpers import PYTHON, QUIET, ROOT, all_runs, artifact_paths, cli_env, run_cli, store, sweep_runs
 
 INJECT = ("tests/reliability/inject.py",)
@@ -62,9 +61,22 @@ def test_a_failing_report_fails_the_parent_and_keeps_the_jobs(tmp_path):
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_sweep_leaves_nothing_running(tmp_path, stop):
     process = subprocess.Popen(
-        [PYTHON, "train.py", "-m", f"paths.log_dir={tmp_path}/outputs", "optimizer=sgd,adam", *QUIET,
-         "trainer.max_epochs=50", "trainer.limit_train_batches=20", "trainer.limit_val_batches=1"],
-        cwd=ROOT, env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            PYTHON,
+            "train.py",
+            "-m",
+            f"paths.log_dir={tmp_path}/outputs",
+            "optimizer=sgd,adam",
+            *QUIET,
+            "trainer.max_epochs=50",
+            "trainer.limit_train_batches=20",
+            "trainer.limit_val_batches=1",
+        ],
+        cwd=ROOT,
+        env=cli_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 240
     while not list((tmp_path / "outputs").glob("multiruns/*/*/checkpoints/last.ckpt")):

@@ -8,7 +8,6 @@ import time
 
 import pytest
 import torch
-
 from helpers import PYTHON, QUIET, ROOT, all_runs, assert_short_error, cli_env, run_cli, store
 
 # Several full CLI runs each (about a minute per test on 2 cores): the slow tier, which CI runs too.
@@ -18,9 +17,14 @@ EPOCHS, STEPS = 10, 40
 # An MLP (dropout draws random numbers) on a slice, deterministic on CPU: a resumed run must end
 # exactly where an uninterrupted one does.
 RESUMABLE = [
-    "model=mlp", "trainer.deterministic=true", f"trainer.max_epochs={EPOCHS}",
-    f"trainer.limit_train_batches={STEPS}", "trainer.limit_val_batches=2", "trainer.limit_test_batches=3",
-    "trainer.log_every_n_steps=10", *QUIET,
+    "model=mlp",
+    "trainer.deterministic=true",
+    f"trainer.max_epochs={EPOCHS}",
+    f"trainer.limit_train_batches={STEPS}",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=3",
+    "trainer.log_every_n_steps=10",
+    *QUIET,
 ]
 
 
@@ -37,7 +41,11 @@ def start_and_stop_mid_training(tmp_path, stop: signal.Signals, *extra: str) -> 
     """Start a run, wait for its first end-of-epoch checkpoint, then send `stop` (training is mid-epoch)."""
     process = subprocess.Popen(
         [PYTHON, "train.py", f"paths.log_dir={tmp_path}/outputs", *RESUMABLE, *extra],
-        cwd=ROOT, env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=cli_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 240
     while not list((tmp_path / "outputs").glob("runs/*/checkpoints/last.ckpt")):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import torch
-
 from helpers import QUIET, all_runs, artifact_paths, assert_short_error, cli_env, run_cli, run_sweep, store
 
 FAST = ["debug=fast", *QUIET]
@@ -31,10 +30,16 @@ def test_a_crafted_checkpoint_is_refused_and_runs_no_code(tmp_path):
     assert [r.info.status for r in all_runs(store(tmp_path))] == ["FAILED"]
 
 
-SECRET_ENV = {"MLFLOW_TRACKING_PASSWORD": "env-secret-1", "GITHUB_TOKEN": "env-secret-2",
-              "AWS_SECRET_ACCESS_KEY": "env-secret-3"}
-SECRET_OVERRIDES = ["+service.password=cli-secret-4", "+tags.api_token=cli-secret-5",
-                    "+service.db_uri=postgresql://user:cli-secret-6@db.example/mlflow"]
+SECRET_ENV = {
+    "MLFLOW_TRACKING_PASSWORD": "env-secret-1",
+    "GITHUB_TOKEN": "env-secret-2",
+    "AWS_SECRET_ACCESS_KEY": "env-secret-3",
+}
+SECRET_OVERRIDES = [
+    "+service.password=cli-secret-4",
+    "+tags.api_token=cli-secret-5",
+    "+service.db_uri=postgresql://user:cli-secret-6@db.example/mlflow",
+]
 
 
 def everything_logged(client, tmp_path) -> str:

@@ -10,20 +10,30 @@ import subprocess
 import time
 
 import pytest
-
 from helpers import PYTHON, QUIET, ROOT, all_runs, cli_env, store
 
 pytestmark = pytest.mark.slow
 
-FAST = ["trainer.max_epochs=3", "trainer.limit_train_batches=30", "trainer.limit_val_batches=2",
-        "trainer.limit_test_batches=2", "trainer.log_every_n_steps=5", *QUIET]
+FAST = [
+    "trainer.max_epochs=3",
+    "trainer.limit_train_batches=30",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.log_every_n_steps=5",
+    *QUIET,
+]
 TRIALS = 6
 
 
 def stop_at(tmp_path, args: list[str], stop: signal.Signals, delay: float):
-    process = subprocess.Popen([PYTHON, "train.py", *args, f"paths.log_dir={tmp_path}/outputs", *FAST],
-                               cwd=ROOT, env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        [PYTHON, "train.py", *args, f"paths.log_dir={tmp_path}/outputs", *FAST],
+        cwd=ROOT,
+        env=cli_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(delay)
     process.send_signal(stop)
     sent = time.monotonic()

@@ -6,9 +6,8 @@ import subprocess
 import time
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from helpers import PYTHON, QUIET, ROOT, MlflowServer, cli_env
+from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 
@@ -19,11 +18,22 @@ def test_a_30_second_outage_mid_run_loses_nothing(tmp_path):
     server = MlflowServer(f"sqlite:///{tmp_path}/server.db", tmp_path / "artifacts").start()
     try:
         training = subprocess.Popen(
-            [PYTHON, "train.py", f"paths.log_dir={tmp_path}/outputs", *QUIET, f"trainer.max_epochs={EPOCHS}",
-             f"trainer.limit_train_batches={STEPS}", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-             f"trainer.log_every_n_steps={EVERY}"],
-            cwd=ROOT, env=cli_env(tmp_path, MLFLOW_TRACKING_URI=server.url),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                PYTHON,
+                "train.py",
+                f"paths.log_dir={tmp_path}/outputs",
+                *QUIET,
+                f"trainer.max_epochs={EPOCHS}",
+                f"trainer.limit_train_batches={STEPS}",
+                "trainer.limit_val_batches=2",
+                "trainer.limit_test_batches=2",
+                f"trainer.log_every_n_steps={EVERY}",
+            ],
+            cwd=ROOT,
+            env=cli_env(tmp_path, MLFLOW_TRACKING_URI=server.url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         client = MlflowClient(server.url)
         deadline = time.monotonic() + 240

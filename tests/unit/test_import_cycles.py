@@ -67,10 +67,19 @@ def import_graph(src: Path, package: str) -> dict[str, dict[str, int]]:
                 for alias in node.names:
                     sub = f"{source}.{alias.name}"
                     targets.append(sub if sub in modules else known(source))
-            elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) and \
-                    isinstance(node.args[0].value, str) and node.args[0].value.split(".")[0] == package and \
-                    (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module" or
-                     isinstance(node.func, ast.Name) and node.func.id in ("import_module", "__import__")):
+            elif (
+                isinstance(node, ast.Call)
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+                and node.args[0].value.split(".")[0] == package
+                and (
+                    isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "import_module"
+                    or isinstance(node.func, ast.Name)
+                    and node.func.id in ("import_module", "__import__")
+                )
+            ):
                 targets = [known(node.args[0].value)]  # importlib.import_module("lightsweep.x")
             for target in targets:
                 if target and target != module:
@@ -134,17 +143,24 @@ def cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
 def describe(cycle: list[str], graph: dict[str, dict[str, int]], src: Path) -> str:
     """One line per import of the cycle, with the file and line that makes it."""
     modules = package_modules(src, PACKAGE)
-    return "\n".join(f"  {a} imports {b}  ({modules[a].relative_to(src.parent)}:{graph[a][b]})"
-                     for a, b in zip(cycle, cycle[1:]))
+    return "\n".join(
+        f"  {a} imports {b}  ({modules[a].relative_to(src.parent)}:{graph[a][b]})" for a, b in zip(cycle, cycle[1:])
+    )
 
 
 def imports_of(graph: dict[str, dict[str, int]], importer_prefix: str, imported_prefix: str) -> list[str]:
     """The edges from modules under `importer_prefix` to modules under `imported_prefix`."""
+
     def under(module: str, prefix: str) -> bool:
         return module == prefix or module.startswith(prefix + ".")
 
-    return [f"{a} imports {b} (line {line})" for a, edges in sorted(graph.items()) if under(a, importer_prefix)
-            for b, line in sorted(edges.items()) if under(b, imported_prefix)]
+    return [
+        f"{a} imports {b} (line {line})"
+        for a, edges in sorted(graph.items())
+        if under(a, importer_prefix)
+        for b, line in sorted(edges.items())
+        if under(b, imported_prefix)
+    ]
 
 
 def test_lightsweep_has_no_import_cycles():

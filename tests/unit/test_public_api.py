@@ -33,8 +33,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 # Lightning's loop/progress state and the Trainer slot of a LightningModule: never written from here.
-LOOP_STATE = {"fit_loop", "epoch_loop", "batch_progress", "optim_step_progress", "scheduler_progress",
-              "batches_that_stepped", "manual_optimization", "automatic_optimization", "_trainer"}
+LOOP_STATE = {
+    "fit_loop",
+    "epoch_loop",
+    "batch_progress",
+    "optim_step_progress",
+    "scheduler_progress",
+    "batches_that_stepped",
+    "manual_optimization",
+    "automatic_optimization",
+    "_trainer",
+}
 PROGRESS = {"batch_progress", "optim_step_progress", "scheduler_progress"}
 # Names that start with an underscore but are documented public API.
 PUBLIC_UNDERSCORED = {("os", "_exit"), ("sys", "_getframe")}
@@ -91,8 +100,12 @@ class Project:
                     self.names.add(node.name)
                 elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
                     self.names.add(node.id)
-                elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and \
-                        isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                elif (
+                    isinstance(node, ast.Attribute)
+                    and isinstance(node.ctx, ast.Store)
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id in ("self", "cls")
+                ):
                     self.names.add(node.attr)
                 elif isinstance(node, ast.arg):
                     self.names.add(node.arg)
@@ -134,8 +147,9 @@ def private_name_uses(project: Project) -> list[Finding]:
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 if project.own(node.module):
                     continue
-                bad = [p for p in node.module.split(".") if private(p)] + \
-                      [a.name for a in node.names if private(a.name)]
+                bad = [p for p in node.module.split(".") if private(p)] + [
+                    a.name for a in node.names if private(a.name)
+                ]
                 if bad:
                     names = ", ".join(a.name for a in node.names)
                     hits.append(Finding(where, node.lineno, f"from {node.module} import {names}"))
@@ -147,11 +161,19 @@ def private_name_uses(project: Project) -> list[Finding]:
                 base = node.value.id if isinstance(node.value, ast.Name) else ""
                 if (base, node.attr) not in PUBLIC_UNDERSCORED and node.attr not in NAMEDTUPLE_API:
                     hits.append(Finding(where, node.lineno, ".".join(chain(node)) or f".{node.attr}"))
-            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
-                    node.func.id in ("getattr", "setattr", "hasattr", "delattr") and len(node.args) >= 2:
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "setattr", "hasattr", "delattr")
+                and len(node.args) >= 2
+            ):
                 name = node.args[1]
-                if isinstance(name, ast.Constant) and isinstance(name.value, str) and private(name.value) \
-                        and name.value not in project.names:
+                if (
+                    isinstance(name, ast.Constant)
+                    and isinstance(name.value, str)
+                    and private(name.value)
+                    and name.value not in project.names
+                ):
                     hits.append(Finding(where, node.lineno, f"{node.func.id}(..., {name.value!r})"))
     return hits
 
@@ -190,9 +212,13 @@ def loop_state_writes(project: Project) -> list[Finding]:
             elif isinstance(node, ast.Call):
                 func = node.func
                 if len(node.args) >= 2 and (
-                        (isinstance(func, ast.Name) and func.id in ("setattr", "delattr")) or
-                        (isinstance(func, ast.Attribute) and func.attr in ("__setattr__", "__delattr__")
-                         and chain(func.value) == ["object"])):
+                    (isinstance(func, ast.Name) and func.id in ("setattr", "delattr"))
+                    or (
+                        isinstance(func, ast.Attribute)
+                        and func.attr in ("__setattr__", "__delattr__")
+                        and chain(func.value) == ["object"]
+                    )
+                ):
                     target, name = node.args[0], node.args[1]
                     names = full(target) + ([name.value] if isinstance(name, ast.Constant) else ["?"])
                     if forbidden(names):
@@ -200,9 +226,10 @@ def loop_state_writes(project: Project) -> list[Finding]:
                 elif isinstance(func, ast.Attribute):
                     receiver = full(func.value)
                     loopish = any("loop" in n.lower() for n in receiver)
-                    if (func.attr == "load_state_dict" and loopish) or \
-                            (func.attr.startswith(("increment", "reset")) and
-                             (loopish or any(n in PROGRESS for n in receiver))):
+                    if (func.attr == "load_state_dict" and loopish) or (
+                        func.attr.startswith(("increment", "reset"))
+                        and (loopish or any(n in PROGRESS for n in receiver))
+                    ):
                         hits.append(Finding(where, node.lineno, f"calls {'.'.join(receiver)}.{func.attr}()"))
     return hits
 
@@ -338,8 +365,9 @@ class Sources:
             else:
                 tree = self.load(module)[0]
                 imports = [s for s in top_level(tree.body) if isinstance(s, ast.ImportFrom)]
-                source, original = next((self.absolute(module, s), a.name) for s in imports for a in s.names
-                                        if (a.asname or a.name) == head)
+                source, original = next(
+                    (self.absolute(module, s), a.name) for s in imports for a in s.names if (a.asname or a.name) == head
+                )
                 obj = getattr(importlib.import_module(source), original)
             for part in rest:
                 obj = getattr(obj, part)
@@ -356,8 +384,12 @@ def class_members(node: ast.ClassDef) -> set[str]:
             names.add(stmt.name)
             if not isinstance(stmt, ast.ClassDef):
                 for sub in ast.walk(stmt):
-                    if isinstance(sub, ast.Attribute) and isinstance(sub.ctx, ast.Store) and \
-                            isinstance(sub.value, ast.Name) and sub.value.id == "self":
+                    if (
+                        isinstance(sub, ast.Attribute)
+                        and isinstance(sub.ctx, ast.Store)
+                        and isinstance(sub.value, ast.Name)
+                        and sub.value.id == "self"
+                    ):
                         names.add(sub.attr)
         elif isinstance(stmt, (ast.Assign, ast.AnnAssign)):
             targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
@@ -373,8 +405,13 @@ def private_overrides(project: Project) -> list[Finding]:
         for cls in ast.walk(tree):
             if not isinstance(cls, ast.ClassDef):
                 continue
-            hooks = {fn.name: fn.lineno for fn in cls.body if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
-                     and private(fn.name) and not fn.name.startswith("__")}
+            hooks = {
+                fn.name: fn.lineno
+                for fn in cls.body
+                if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and private(fn.name)
+                and not fn.name.startswith("__")
+            }
             if not hooks:
                 continue
             # Walk the bases (through the project's own classes) up to other packages' classes.
@@ -383,8 +420,11 @@ def private_overrides(project: Project) -> list[Finding]:
                 where, base = todo.pop()
                 symbol = sources.resolve(where, base)
                 if symbol is None or symbol[0] != "class":
-                    if project.own(where) and not (isinstance(base, ast.Name) and hasattr(builtins, base.id)
-                                                   and sources.lookup(where, base.id) is None):
+                    if project.own(where) and not (
+                        isinstance(base, ast.Name)
+                        and hasattr(builtins, base.id)
+                        and sources.lookup(where, base.id) is None
+                    ):
                         unread.append((where, base))
                     continue  # builtins (object, Exception) and unreadable bases of library classes
                 owner, node = symbol[1]
@@ -397,21 +437,32 @@ def private_overrides(project: Project) -> list[Finding]:
             for name, line in hooks.items():
                 for owner, node in external:
                     if name in class_members(node):
-                        hits.append(Finding(project.rel(path), line,
-                                            f"def {cls.name}.{name} overrides {owner}.{node.name}.{name}"))
+                        hits.append(
+                            Finding(
+                                project.rel(path), line, f"def {cls.name}.{name} overrides {owner}.{node.name}.{name}"
+                            )
+                        )
                         break
             for where, base in unread:
                 klass = sources.runtime(where, base)
                 if klass is None:
-                    hits.append(Finding(project.rel(path), cls.lineno,
-                                        f"class {cls.name}: cannot check base {ast.unparse(base)}"))
+                    hits.append(
+                        Finding(
+                            project.rel(path), cls.lineno, f"class {cls.name}: cannot check base {ast.unparse(base)}"
+                        )
+                    )
                     continue
                 for name, line in hooks.items():
                     # not a class (typing.NamedTuple is a function): nothing of it is inherited
                     for k in klass.__mro__ if isinstance(klass, type) else ():
                         if not project.own(k.__module__) and name in vars(k):
-                            hits.append(Finding(project.rel(path), line, f"def {cls.name}.{name} overrides "
-                                                                         f"{k.__module__}.{k.__qualname__}.{name}"))
+                            hits.append(
+                                Finding(
+                                    project.rel(path),
+                                    line,
+                                    f"def {cls.name}.{name} overrides {k.__module__}.{k.__qualname__}.{name}",
+                                )
+                            )
                             break
     return sorted(set(hits))
 
@@ -441,7 +492,7 @@ def test_no_overrides_of_private_hooks(project):
 
 FAKE = {
     "src/fakepkg/__init__.py": "",
-    "src/fakepkg/util.py": '''
+    "src/fakepkg/util.py": """
         from lightning_fabric.utilities.logger import _add_prefix
         import torch._dynamo
         from fakepkg._own import _helper          # the project's own private module: fine
@@ -453,9 +504,9 @@ FAKE = {
             trainer._accelerator_connector.strategy
             obj._mine()
             getattr(trainer, "_logger_connector")
-    ''',
+    """,
     "src/fakepkg/_own.py": "def _helper():\n    return 0\n",
-    "src/fakepkg/models.py": '''
+    "src/fakepkg/models.py": """
         import pytorch_lightning as pl
         from torch import nn
 
@@ -477,8 +528,8 @@ FAKE = {
         class Tuned(Model):
             def _save_to_state_dict(self, *args):     # through the project's own Model
                 pass
-    ''',
-    "src/fakepkg/resume.py": '''
+    """,
+    "src/fakepkg/resume.py": """
         def restore(trainer, model, state):
             trainer.fit_loop.epoch_loop.batch_progress.total.completed = 7
             trainer.fit_loop.epoch_loop._batches_that_stepped += 1
@@ -490,7 +541,7 @@ FAKE = {
             trainer.fit_loop.load_state_dict(state)
             trainer.fit_loop.epoch_loop.batch_progress.increment_completed()
             print(trainer.fit_loop.epoch_loop.batch_progress.total.completed)   # a read: fine
-    ''',
+    """,
     "train.py": "from hydra._internal.utils import _locate\n",
 }
 

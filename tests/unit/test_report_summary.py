@@ -19,24 +19,47 @@ _ids = itertools.count()
 SWEEPS = Path(__file__).resolve().parents[2] / "src" / "lightsweep" / "sweeps"
 
 
-def child(label: str, *, test_acc: float | None = None, val_acc: dict[int, float] | None = None,
-          diverged: bool = False, status: str = "FINISHED", seconds: float | None = 10.0,
-          val_acc_seconds: dict[int, float] | None = None, lr: str | None = None, stage: str | None = None):
+def child(
+    label: str,
+    *,
+    test_acc: float | None = None,
+    val_acc: dict[int, float] | None = None,
+    diverged: bool = False,
+    status: str = "FINISHED",
+    seconds: float | None = 10.0,
+    val_acc_seconds: dict[int, float] | None = None,
+    lr: str | None = None,
+    stage: str | None = None,
+):
     """One run as `load_runs` reads it: its row of the `runs` table and its rows of the `curves` table."""
     run_id = f"run-{next(_ids)}"
-    run = {"run_id": run_id, "name": label, "label": label, "status": status, "diverged": diverged,
-           "seconds": seconds, "test_acc": test_acc, "lr": float(lr) if lr else None, "optimizer": label, "stage": stage}
+    run = {
+        "run_id": run_id,
+        "name": label,
+        "label": label,
+        "status": status,
+        "diverged": diverged,
+        "seconds": seconds,
+        "test_acc": test_acc,
+        "lr": float(lr) if lr else None,
+        "optimizer": label,
+        "stage": stage,
+    }
     stamps = val_acc_seconds or {}
-    curve = [{"run_id": run_id, "key": "val/acc", "epoch": e, "value": v, "seconds": stamps.get(e)}
-             for e, v in (val_acc or {}).items()]
+    curve = [
+        {"run_id": run_id, "key": "val/acc", "epoch": e, "value": v, "seconds": stamps.get(e)}
+        for e, v in (val_acc or {}).items()
+    ]
     return run, curve
 
 
 def tables(*children) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs = pd.DataFrame([run for run, _ in children], columns=list(RUN_COLUMNS)).astype(
-        {"diverged": bool, "seconds": float, "test_acc": float, "lr": float})
+        {"diverged": bool, "seconds": float, "test_acc": float, "lr": float}
+    )
     curves = pd.DataFrame([p for _, curve in children for p in curve], columns=list(CURVE_COLUMNS)).astype(
-        {"epoch": int, "value": float, "seconds": float})
+        {"epoch": int, "value": float, "seconds": float}
+    )
     return runs, curves
 
 
@@ -70,7 +93,9 @@ def test_ranked_puts_non_finite_scores_last_and_keeps_ties_in_order():
 
 
 def test_markdown_table_shows_missing_cells_empty_and_nothing_as_none():
-    assert markdown_table(pd.DataFrame([{"a": "1"}, {"a": "2", "b": "x"}])) == "| a | b |\n|---|---|\n| 1 |  |\n| 2 | x |"
+    assert (
+        markdown_table(pd.DataFrame([{"a": "1"}, {"a": "2", "b": "x"}])) == "| a | b |\n|---|---|\n| 1 |  |\n| 2 | x |"
+    )
     assert markdown_table(pd.DataFrame(columns=["a"])) == "(none)"
 
 
@@ -103,29 +128,48 @@ class FakeClient:
 
 def stored_run(run_id, name, status="FINISHED", end=9000, params=(), metrics=(), **tags):
     info = RunInfo(run_id, "1", "me", status, 1000, end, "active", run_name=name)
-    return Run(info, RunData([Metric(k, v, 0, 0) for k, v in metrics], [Param(k, v) for k, v in params],
-                             [RunTag(k.replace("_", "."), v) for k, v in tags.items()]))
+    return Run(
+        info,
+        RunData(
+            [Metric(k, v, 0, 0) for k, v in metrics],
+            [Param(k, v) for k, v in params],
+            [RunTag(k.replace("_", "."), v) for k, v in tags.items()],
+        ),
+    )
 
 
 def test_load_runs_reads_each_child_and_its_curves_by_epoch():
-    client = FakeClient([
-        stored_run("a1", "mlp-sgd-s1", params=[("optimizer.lr", "0.1")], metrics=[("test/acc", 0.8)],
-                   lightsweep_config="mlp-sgd", stage="final", optimizer="sgd"),
-        stored_run("b2345678x", "", status="FAILED"),  # no name, no configuration: the run id's start
-        stored_run("c1", "c", status="FAILED", end=None, params=[("optimizer.lr", "null")], lightsweep_diverged="true"),
-    ], {
-        ("a1", "epoch"): [(10, 0.0, 2000), (20, 1.0, 3000), (20, 1.0, 5000)],
-        # epoch 2 (step 20) logged again on resume: the later value wins
-        ("a1", "val/acc"): [(10, 0.5, 2000), (20, 0.6, 3000), (20, 0.7, 5000)],
-        ("a1", "val/loss"): [(10, 1.0, 2000), (20, 0.8, 3000)],
-        ("b2345678x", "train/loss_epoch"): [(0, 2.0, 1500), (1, math.nan, 2500)],  # no epoch metric: step is epoch
-    })
+    client = FakeClient(
+        [
+            stored_run(
+                "a1",
+                "mlp-sgd-s1",
+                params=[("optimizer.lr", "0.1")],
+                metrics=[("test/acc", 0.8)],
+                lightsweep_config="mlp-sgd",
+                stage="final",
+                optimizer="sgd",
+            ),
+            stored_run("b2345678x", "", status="FAILED"),  # no name, no configuration: the run id's start
+            stored_run(
+                "c1", "c", status="FAILED", end=None, params=[("optimizer.lr", "null")], lightsweep_diverged="true"
+            ),
+        ],
+        {
+            ("a1", "epoch"): [(10, 0.0, 2000), (20, 1.0, 3000), (20, 1.0, 5000)],
+            # epoch 2 (step 20) logged again on resume: the later value wins
+            ("a1", "val/acc"): [(10, 0.5, 2000), (20, 0.6, 3000), (20, 0.7, 5000)],
+            ("a1", "val/loss"): [(10, 1.0, 2000), (20, 0.8, 3000)],
+            ("b2345678x", "train/loss_epoch"): [(0, 2.0, 1500), (1, math.nan, 2500)],  # no epoch metric: step is epoch
+        },
+    )
     runs, curves = load_runs(client, "parent")
     assert runs.columns.tolist() == list(RUN_COLUMNS) and curves.columns.tolist() == list(CURVE_COLUMNS)
     assert runs[["name", "label", "status", "diverged"]].values.tolist() == [
         ["mlp-sgd-s1", "mlp-sgd", "FINISHED", False],
         ["b2345678", "b2345678", "FAILED", True],  # a non-finite loss is a divergence, tagged or not
-        ["c", "c", "FAILED", True]]
+        ["c", "c", "FAILED", True],
+    ]
     assert runs["seconds"].tolist()[:2] == [8.0, 8.0] and math.isnan(runs["seconds"][2])  # c has not ended
     assert runs["test_acc"].tolist()[0] == 0.8 and runs["test_acc"][1:].isna().all()
     assert runs["lr"].tolist()[0] == 0.1 and runs["lr"][1:].isna().all()
@@ -154,8 +198,19 @@ def test_summary_rows_aggregate_seeds_count_divergence_and_failures_and_rank_by_
         target_acc=0.8,
     )
     assert table["configuration"].tolist() == ["adam", "sgd", "rmsprop"]
-    assert table.columns.tolist() == ["configuration", "runs", "final val acc", "best val acc", "test acc",
-                                      "final val loss", "epochs to 0.8", "seconds to 0.8", "total s", "diverged", "failed"]
+    assert table.columns.tolist() == [
+        "configuration",
+        "runs",
+        "final val acc",
+        "best val acc",
+        "test acc",
+        "final val loss",
+        "epochs to 0.8",
+        "seconds to 0.8",
+        "total s",
+        "diverged",
+        "failed",
+    ]
     rows = by_config(table)
     adam, sgd, rmsprop = rows["adam"], rows["sgd"], rows["rmsprop"]
 
@@ -201,8 +256,9 @@ def test_summary_ranks_by_validation_accuracy_when_nothing_was_tested():
 
 
 def test_summary_of_single_seed_configurations():
-    table = summary(child("x", test_acc=0.75, val_acc={0: 0.7}), child("y", test_acc=0.8, val_acc={0: 0.9}),
-                    target_acc=0.85)
+    table = summary(
+        child("x", test_acc=0.75, val_acc={0: 0.7}), child("y", test_acc=0.8, val_acc={0: 0.9}), target_acc=0.85
+    )
     assert table["configuration"].tolist() == ["y", "x"]
     assert table["runs"].tolist() == ["1", "1"]
     assert table["test acc"].tolist() == ["0.8000", "0.7500"]  # one seed: the value, no "± 0.0000"
@@ -235,20 +291,31 @@ def test_summary_of_no_runs_is_an_empty_table():
 
 
 def test_runs_table_lists_each_run_with_its_outcome():
-    runs, curves = tables(child("a", test_acc=0.8123, val_acc={0: 0.5, 1: 0.75}, seconds=12.34),
-                          child("b", diverged=True, status="FAILED", seconds=None))
+    runs, curves = tables(
+        child("a", test_acc=0.8123, val_acc={0: 0.5, 1: 0.75}, seconds=12.34),
+        child("b", diverged=True, status="FAILED", seconds=None),
+    )
     table = runs_table(runs, curves)
     assert table.columns.tolist() == ["run", "status", "test acc", "final val acc", "seconds", "run id"]
     assert table.drop(columns="run id").values.tolist() == [
-        ["a", "FINISHED", "0.8123", "0.7500", "12.3"], ["b", "FAILED (diverged)", "–", "–", "–"]]
+        ["a", "FINISHED", "0.8123", "0.7500", "12.3"],
+        ["b", "FAILED (diverged)", "–", "–", "–"],
+    ]
 
 
 # --- optimizer benchmark ------------------------------------------------------------------------
 def final_run(opt: str, lr: str, test_acc: float | None, diverged: bool = False, seconds=(0.0, 2.0, 4.0)):
     acc = (test_acc or 0.5) - 0.01
-    return child(opt, test_acc=None if diverged else test_acc, val_acc={e: acc for e in range(len(seconds))},
-                 diverged=diverged, status="FAILED" if diverged else "FINISHED", stage="final", lr=lr,
-                 val_acc_seconds=dict(enumerate(seconds)))
+    return child(
+        opt,
+        test_acc=None if diverged else test_acc,
+        val_acc={e: acc for e in range(len(seconds))},
+        diverged=diverged,
+        status="FAILED" if diverged else "FINISHED",
+        stage="final",
+        lr=lr,
+        val_acc_seconds=dict(enumerate(seconds)),
+    )
 
 
 def test_benchmark_ranks_tuned_optimizers_by_test_accuracy_with_all_diverged_last():
@@ -292,8 +359,11 @@ def test_benchmark_with_one_seed_per_optimizer():
     # sgd has a single epoch, so no epoch time and nothing to compare against
     assert tuned.table["epoch s"].tolist() == ["2.00", "–"]
     assert tuned.table["epoch time vs sgd"].tolist() == ["–", "–"]
-    assert grid.table.to_dict("list") == {"optimizer": ["sgd", "sgd", "adam", "adam"], "lr": ["0.01", "0.1", "0.001", "1"],
-                                          "final val acc": ["0.7000", "0.7500", "0.8000", "diverged"]}
+    assert grid.table.to_dict("list") == {
+        "optimizer": ["sgd", "sgd", "adam", "adam"],
+        "lr": ["0.01", "0.1", "0.001", "1"],
+        "final val acc": ["0.7000", "0.7500", "0.8000", "diverged"],
+    }
     assert list(tuned.figures) == ["lr_sensitivity"]
     assert len(tuned.figures["lr_sensitivity"].axes[0].lines) > 0
 

@@ -58,8 +58,7 @@ def best_lr(scores: Dict[float, float]) -> float:
 
 
 class OptimizerBenchmarkSweeper(Sweeper):
-    def __init__(self, optimizers, lr_log10_min, lr_log10_max, lr_points, tuning_seed, seeds,
-                 params=None, varies=None):
+    def __init__(self, optimizers, lr_log10_min, lr_log10_max, lr_points, tuning_seed, seeds, params=None, varies=None):
         self.optimizers = list(optimizers)
         self.grid = lr_grid(lr_log10_min, lr_log10_max, lr_points)
         self.tuning_seed = tuning_seed
@@ -85,11 +84,23 @@ class OptimizerBenchmarkSweeper(Sweeper):
             raise ValueError(f"optimizer_benchmark runs its own grid; drop the sweep over {', '.join(swept)}")
         points = [(opt, lr) for opt in self.optimizers for lr in self.grid]
         tune = [
-            [*base, f"optimizer={opt}", f"optimizer.lr={lr}", f"seed={self.tuning_seed}",
-             "test=false", "optimized_metric=val/acc", "+tags.stage=tune"]
+            [
+                *base,
+                f"optimizer={opt}",
+                f"optimizer.lr={lr}",
+                f"seed={self.tuning_seed}",
+                "test=false",
+                "optimized_metric=val/acc",
+                "+tags.stage=tune",
+            ]
             for opt, lr in points
         ]
-        log.info("optimizer benchmark, stage 1: %d optimizers x %d learning rates %s", len(self.optimizers), len(self.grid), self.grid)
+        log.info(
+            "optimizer benchmark, stage 1: %d optimizers x %d learning rates %s",
+            len(self.optimizers),
+            len(self.grid),
+            self.grid,
+        )
         tune_results = self.launcher.launch(tune, initial_job_idx=0)
         scores: Dict[str, Dict[float, float]] = {opt: {} for opt in self.optimizers}
         for (opt, lr), result in zip(points, tune_results):
@@ -100,8 +111,16 @@ class OptimizerBenchmarkSweeper(Sweeper):
         self._record_best()
 
         final = [
-            [*base, f"optimizer={opt}", f"optimizer.lr={self.best[opt]}", f"seed={seed}", "test=true", "+tags.stage=final"]
-            for opt in self.optimizers for seed in self.seeds
+            [
+                *base,
+                f"optimizer={opt}",
+                f"optimizer.lr={self.best[opt]}",
+                f"seed={seed}",
+                "test=true",
+                "+tags.stage=final",
+            ]
+            for opt in self.optimizers
+            for seed in self.seeds
         ]
         log.info("optimizer benchmark, stage 2: best lr x seeds %s", self.seeds)
         final_results = self.launcher.launch(final, initial_job_idx=len(tune))

@@ -38,10 +38,9 @@ from typing import Any, Dict, List, Optional, Sequence
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
-from omegaconf import OmegaConf
-
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +82,14 @@ class LightsweepSlurmLauncher(SlurmLauncher):
 
     # --- in each job, on its node ------------------------------------------------------------------
 
-    def __call__(self, sweep_overrides: List[str], job_dir_key: str, job_num: int, job_id: str,
-                 singleton_state: Dict[type, Singleton]) -> JobReturn:
+    def __call__(
+        self,
+        sweep_overrides: List[str],
+        job_dir_key: str,
+        job_num: int,
+        job_id: str,
+        singleton_state: Dict[type, Singleton],
+    ) -> JobReturn:
         if not int(self.params.get("max_num_timeout") or 0):
             stop_at_time_limit(self.params)
         try:
@@ -99,8 +104,10 @@ class LightsweepSlurmLauncher(SlurmLauncher):
 
         assert self.config is not None and len(job_overrides) > 0
         if shutil.which("sbatch") is None:
-            fail("sbatch is not on PATH: submit the sweep from a SLURM login node, or start this machine's "
-                 "cluster with `make slurm` and export the SLURM_CONF it prints")
+            fail(
+                "sbatch is not on PATH: submit the sweep from a SLURM login node, or start this machine's "
+                "cluster with `make slurm` and export the SLURM_CONF it prints"
+            )
         executor = self.executor(submitit)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -116,9 +123,11 @@ class LightsweepSlurmLauncher(SlurmLauncher):
         except Exception as err:  # sbatch refused: a partition, a size or a limit the cluster does not have
             first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
             p = self.params
-            fail(f"sbatch refused the sweep's jobs ({first.strip()}): fit hydra.launcher.* to the cluster "
-                 f"(partition={p.get('partition')}, cpus_per_task={p.get('cpus_per_task')}, "
-                 f"mem_gb={p.get('mem_gb')}, gpus_per_node={p.get('gpus_per_node')}, timeout_min={p.get('timeout_min')})")
+            fail(
+                f"sbatch refused the sweep's jobs ({first.strip()}): fit hydra.launcher.* to the cluster "
+                f"(partition={p.get('partition')}, cpus_per_task={p.get('cpus_per_task')}, "
+                f"mem_gb={p.get('mem_gb')}, gpus_per_node={p.get('gpus_per_node')}, timeout_min={p.get('timeout_min')})"
+            )
         log.info(f"SLURM job array {jobs[0].job_id.split('_')[0]}: {len(jobs)} jobs; waiting for all of them")
         try:
             wait_for_all(jobs, self.params)
@@ -170,7 +179,10 @@ class LightsweepSlurmLauncher(SlurmLauncher):
             p = self.params
             detail = STATE_REASONS[state].format(
                 time_limit=accounting.get("time_limit") or f"{p.get('timeout_min')} min",
-                timeout_min=p.get("timeout_min"), mem_gb=p.get("mem_gb"), exit=describe_exit(accounting.get("exit_code")))
+                timeout_min=p.get("timeout_min"),
+                mem_gb=p.get("mem_gb"),
+                exit=describe_exit(accounting.get("exit_code")),
+            )
             reason = f"SLURM job {job.job_id} ended {state} without a result: {detail}"
         else:
             status = "FAILED"
@@ -180,8 +192,9 @@ class LightsweepSlurmLauncher(SlurmLauncher):
         self.record_failure(num, overrides, status, reason, {"lightsweep.slurm_state": state})
         cfg = self.job_config(overrides)
         objective = cfg.get("optimized_metric") if cfg is not None else None
-        result = JobReturn(overrides=overrides, cfg=cfg, task_name=str(self.config.hydra.job.name),
-                           status=JobStatus.COMPLETED)
+        result = JobReturn(
+            overrides=overrides, cfg=cfg, task_name=str(self.config.hydra.job.name), status=JobStatus.COMPLETED
+        )
         # What lightsweep's task returns for a failed job: the sweeper goes on (see lightsweep.cli).
         result.return_value = cfg.get("objective_on_failure", math.nan) if objective else {"failed": reason}
         return result
@@ -226,10 +239,20 @@ class LightsweepSlurmLauncher(SlurmLauncher):
             runs = self.job_runs(client, context, num)
             if not runs:
                 name = f"job{num}-{tags['lightsweep.slurm_state'].lower()}"
-                run_id = create_run(client, context.experiment_id, name, {
-                    "mlflow.parentRunId": context.parent_run_id, "lightsweep.sweep_id": context.sweep_id,
-                    "lightsweep.job": str(num), "lightsweep.config": name, "overrides": mask_overrides(overrides),
-                    "mlflow.source.name": "train.py", **tags})
+                run_id = create_run(
+                    client,
+                    context.experiment_id,
+                    name,
+                    {
+                        "mlflow.parentRunId": context.parent_run_id,
+                        "lightsweep.sweep_id": context.sweep_id,
+                        "lightsweep.job": str(num),
+                        "lightsweep.config": name,
+                        "overrides": mask_overrides(overrides),
+                        "mlflow.source.name": "train.py",
+                        **tags,
+                    },
+                )
                 end_run(client, run_id, status, reason)
                 return
             run = runs[0]
@@ -274,8 +297,10 @@ def time_limit_signal() -> signal.Signals:
 def stop_at_time_limit(params: Dict[str, Any]) -> None:
     """In a job: SLURM's pre-timeout signal raises TimeLimitReached (once), wherever the job is."""
     sig = time_limit_signal()
-    message = (f"SLURM's time limit of {params.get('timeout_min')} min is near (it sent {sig.name}): the job "
-               "stopped before being killed; raise hydra.launcher.timeout_min")
+    message = (
+        f"SLURM's time limit of {params.get('timeout_min')} min is near (it sent {sig.name}): the job "
+        "stopped before being killed; raise hydra.launcher.timeout_min"
+    )
 
     def handler(signum: int, frame: Any) -> None:
         signal.signal(sig, signal.SIG_IGN)
@@ -309,8 +334,15 @@ def wait_for_all(jobs: Sequence[Any], params: Dict[str, Any]) -> None:
 
 
 # squeue's reasons for a pending job that the cluster, as configured, will not start.
-NEVER_STARTS = {"PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints", "InvalidAccount",
-                "InvalidQOS", "QOSJobLimit"}
+NEVER_STARTS = {
+    "PartitionConfig",
+    "PartitionNodeLimit",
+    "PartitionTimeLimit",
+    "BadConstraints",
+    "InvalidAccount",
+    "InvalidQOS",
+    "QOSJobLimit",
+}
 
 
 def warn_if_never_starts(jobs: Sequence[Any], params: Dict[str, Any], warned: set) -> None:
@@ -318,19 +350,25 @@ def warn_if_never_starts(jobs: Sequence[Any], params: Dict[str, Any], warned: se
     refuse them at sbatch, without EnforcePartLimits): otherwise the sweep just waits."""
     arrays = sorted({str(job.job_id).split("_")[0] for job in jobs})
     try:
-        out = subprocess.run(["squeue", "-h", "-t", "PD", "-o", "%i|%r", "-j", ",".join(arrays)],
-                             capture_output=True, text=True, timeout=60).stdout
+        out = subprocess.run(
+            ["squeue", "-h", "-t", "PD", "-o", "%i|%r", "-j", ",".join(arrays)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return
     for line in out.splitlines():
         job_id, _, reason = line.strip().partition("|")
         if (reason in NEVER_STARTS or reason.endswith("PerJob") or "PerJobLimit" in reason) and reason not in warned:
             warned.add(reason)
-            print(f"warning: SLURM holds job {job_id} pending ({reason}): the cluster will not start it as asked; "
-                  f"fit hydra.launcher.* (partition={params.get('partition')}, cpus_per_task={params.get('cpus_per_task')}, "
-                  f"mem_gb={params.get('mem_gb')}, gpus_per_node={params.get('gpus_per_node')}, "
-                  f"timeout_min={params.get('timeout_min')}) and stop this sweep with Ctrl-C (its jobs are cancelled)",
-                  file=sys.stderr)
+            print(
+                f"warning: SLURM holds job {job_id} pending ({reason}): the cluster will not start it as asked; "
+                f"fit hydra.launcher.* (partition={params.get('partition')}, cpus_per_task={params.get('cpus_per_task')}, "
+                f"mem_gb={params.get('mem_gb')}, gpus_per_node={params.get('gpus_per_node')}, "
+                f"timeout_min={params.get('timeout_min')}) and stop this sweep with Ctrl-C (its jobs are cancelled)",
+                file=sys.stderr,
+            )
 
 
 def cancel_unfinished(jobs: Sequence[Any]) -> None:
@@ -348,11 +386,17 @@ def slurm_accounting(job_id: str) -> Dict[str, str]:
     by SIGKILL as the batch script's exit code 9, its step as signal 9)."""
     fields = ("job_id", "state", "exit_code", "elapsed", "time_limit")
     try:
-        out = subprocess.run(["sacct", "-j", job_id, "-n", "-P", "-o", "JobID,State,ExitCode,Elapsed,Timelimit"],
-                             capture_output=True, text=True, timeout=60).stdout
+        out = subprocess.run(
+            ["sacct", "-j", job_id, "-n", "-P", "-o", "JobID,State,ExitCode,Elapsed,Timelimit"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
-    rows = [dict(zip(fields, line.strip().split("|"))) for line in out.splitlines() if line.count("|") == len(fields) - 1]
+    rows = [
+        dict(zip(fields, line.strip().split("|"))) for line in out.splitlines() if line.count("|") == len(fields) - 1
+    ]
     record = next((r for r in rows if r["job_id"] == job_id), None)
     if record is None:
         return {}

@@ -119,8 +119,12 @@ class RunArtifacts(pl.Callback):
             logger.save()  # the test metrics are still queued: the model links them
             started, cpu = time.perf_counter(), time.process_time()
             model = log_model(logger.experiment, logger.run_id, net, self.spec, self.datasets)
-            log.info("MLflow model %s logged in %.2f s (CPU %.2f s)", model.model_id,
-                     time.perf_counter() - started, time.process_time() - cpu)
+            log.info(
+                "MLflow model %s logged in %.2f s (CPU %.2f s)",
+                model.model_id,
+                time.perf_counter() - started,
+                time.process_time() - cpu,
+            )
 
     def _mistakes(self, trainer, pl_module) -> Path | None:
         """The grid of the most confident mistakes on the tested part of the test split."""
@@ -135,12 +139,14 @@ class RunArtifacts(pl.Callback):
         n = min(len(x), int(batches * datamodule.eval_batch_size)) if math.isfinite(batches) and batches else len(x)
         x, y = x[:n], y[:n]
         with torch.no_grad():
-            logits = torch.cat([pl_module(x[i : i + 4096].to(pl_module.device)).float().cpu()
-                                for i in range(0, n, 4096)])
+            logits = torch.cat(
+                [pl_module(x[i : i + 4096].to(pl_module.device)).float().cpu() for i in range(0, n, 4096)]
+            )
         probabilities = logits.sigmoid() if logits.ndim == 1 else logits.softmax(dim=1)
         images = to_raw(datamodule, x).reshape(n, *datamodule.image_shape)
-        return plots.misclassified(images, y.cpu().numpy(), probabilities.numpy(),
-                                   datamodule.class_names, self.plot_dir / "misclassified.png")
+        return plots.misclassified(
+            images, y.cpu().numpy(), probabilities.numpy(), datamodule.class_names, self.plot_dir / "misclassified.png"
+        )
 
     def _model_plots(self, trainer, pl_module) -> list[Path]:
         import torch
@@ -151,8 +157,9 @@ class RunArtifacts(pl.Callback):
         names, paths = datamodule.class_names, []
         linear = getattr(pl_module.net, "linear", None)
         if linear is not None and datamodule.image_shape and linear.out_features > 1:
-            paths.append(plots.weight_templates(linear.weight, datamodule.image_shape, names,
-                                                self.plot_dir / "weights.png"))
+            paths.append(
+                plots.weight_templates(linear.weight, datamodule.image_shape, names, self.plot_dir / "weights.png")
+            )
         if datamodule.input_dim == 2:
             x, y = (t.cpu() for t in datamodule.tensors["test"])
             device = pl_module.device

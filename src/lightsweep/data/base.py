@@ -155,7 +155,9 @@ class InMemoryDataModule(pl.LightningDataModule):
         return self.all_class_names.index(str(ref))
 
     def _task_class_names(self) -> list[str]:
-        kept = [self.all_class_names[self._class_index(c)] for c in self.classes] if self.classes else self.all_class_names
+        kept = (
+            [self.all_class_names[self._class_index(c)] for c in self.classes] if self.classes else self.all_class_names
+        )
         if self.positive_class is not None:
             positive = self.all_class_names[self._class_index(self.positive_class)]
             return [f"not {positive}", positive]

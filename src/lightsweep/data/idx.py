@@ -107,7 +107,11 @@ class IDXImageDataModule(InMemoryDataModule):
                 ) from err
             return
         searched = ", ".join(str(p) for p in [self.raw_dir, *self.local_copies])
-        setup_hint = "run `make setup` (installs Debian's dataset-fashion-mnist)" if self.dataset == "FashionMNIST" else "run `make setup`"
+        setup_hint = (
+            "run `make setup` (installs Debian's dataset-fashion-mnist)"
+            if self.dataset == "FashionMNIST"
+            else "run `make setup`"
+        )
         raise LightsweepError(
             f"{self.dataset} not found (looked in {searched}). Fix: {setup_hint}, or copy the four "
             f"IDX files into {self.raw_dir}, or pass data.download=true when online"

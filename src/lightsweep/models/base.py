@@ -45,14 +45,19 @@ class Classifier(pl.LightningModule):
 
     binary = False  # one logit + BCE instead of K logits + CE
 
-    def __init__(self, net: nn.Module, num_classes: int, optimizer: Callable | None = None,
-                 scheduler: Callable | None = None):
+    def __init__(
+        self, net: nn.Module, num_classes: int, optimizer: Callable | None = None, scheduler: Callable | None = None
+    ):
         super().__init__()
         self.net = net
         self.num_classes = num_classes
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        task = {"task": "binary"} if num_classes == 2 and self.binary else {"task": "multiclass", "num_classes": num_classes}
+        task = (
+            {"task": "binary"}
+            if num_classes == 2 and self.binary
+            else {"task": "multiclass", "num_classes": num_classes}
+        )
         for stage in ("train", "val", "test"):
             setattr(self, f"{stage}_acc", Accuracy(**task))
             setattr(self, f"{stage}_loss", WeightedMean())
@@ -89,7 +94,10 @@ class Classifier(pl.LightningModule):
         if stage in self._epoch_metrics_pending:
             self._epoch_metrics_pending.discard(stage)
             name = "train/loss_epoch" if stage == "train" else f"{stage}/loss"
-            for key, metric in ((name, getattr(self, f"{stage}_loss")), (f"{stage}/acc", getattr(self, f"{stage}_acc"))):
+            for key, metric in (
+                (name, getattr(self, f"{stage}_loss")),
+                (f"{stage}/acc", getattr(self, f"{stage}_acc")),
+            ):
                 self.log(key, metric, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(target))
         return loss, preds, labels
 
@@ -105,8 +113,15 @@ class Classifier(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss, _, _ = self._step(batch, "train")
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch[1]),
-                 sync_dist=self.trainer.world_size > 1)
+        self.log(
+            "train/loss",
+            loss,
+            on_step=True,
+            on_epoch=False,
+            prog_bar=True,
+            batch_size=len(batch[1]),
+            sync_dist=self.trainer.world_size > 1,
+        )
         return loss
 
     def validation_step(self, batch, batch_idx):

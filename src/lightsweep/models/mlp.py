@@ -7,8 +7,17 @@ from lightsweep.models.networks import MLP
 class MLPClassifier(Classifier):
     """Multi-layer perceptron with cross-entropy."""
 
-    def __init__(self, input_dim: int, num_classes: int, hidden_sizes=(256, 128), activation: str = "relu",
-                 dropout: float = 0.0, label_smoothing: float = 0.0, optimizer=None, scheduler=None):
+    def __init__(
+        self,
+        input_dim: int,
+        num_classes: int,
+        hidden_sizes=(256, 128),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        label_smoothing: float = 0.0,
+        optimizer=None,
+        scheduler=None,
+    ):
         net = MLP(input_dim, list(hidden_sizes), num_classes, activation, dropout)
         super().__init__(net, num_classes, optimizer, scheduler)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)

@@ -12,8 +12,15 @@ class SoftmaxRegression(Classifier):
     (the classic comparison: MSE's gradients vanish when the softmax saturates).
     """
 
-    def __init__(self, input_dim: int, num_classes: int, loss: str = "ce", label_smoothing: float = 0.0,
-                 optimizer=None, scheduler=None):
+    def __init__(
+        self,
+        input_dim: int,
+        num_classes: int,
+        loss: str = "ce",
+        label_smoothing: float = 0.0,
+        optimizer=None,
+        scheduler=None,
+    ):
         super().__init__(LinearNet(input_dim, num_classes), num_classes, optimizer, scheduler)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.loss_name, self.label_smoothing = loss, label_smoothing

@@ -39,8 +39,15 @@ def confusion_matrix(matrix: torch.Tensor, class_names: list[str], path: Path) -
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7,
-                    color="white" if rates[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                str(int(counts[i, j])),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if rates[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(k), class_names, rotation=45, ha="right")
     ax.set_yticks(range(k), class_names)
     ax.set_xlabel("predicted")
@@ -56,8 +63,10 @@ def learning_curves(history: dict[str, list[tuple[int, float]]], path: Path) -> 
     plt = pyplot()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for key, ax, label in [
-        ("train/loss_epoch", ax_loss, "train"), ("val/loss", ax_loss, "val"),
-        ("train/acc", ax_acc, "train"), ("val/acc", ax_acc, "val"),
+        ("train/loss_epoch", ax_loss, "train"),
+        ("val/loss", ax_loss, "val"),
+        ("train/acc", ax_acc, "train"),
+        ("val/acc", ax_acc, "val"),
     ]:
         points = history.get(key, [])
         if points:
@@ -108,8 +117,15 @@ def decision_boundary(predict_proba, x: torch.Tensor, y: torch.Tensor, class_nam
     ax.contour(g0, g1, proba, levels=[0.5], colors="k", linewidths=1.5)
     for label, marker in [(0, "o"), (1, "s")]:
         pts = x[y == label]
-        ax.scatter(pts[:, 0], pts[:, 1], s=10, marker=marker, edgecolor="k", linewidth=0.3,
-                   label=class_names[label] if label < len(class_names) else str(label))
+        ax.scatter(
+            pts[:, 0],
+            pts[:, 1],
+            s=10,
+            marker=marker,
+            edgecolor="k",
+            linewidth=0.3,
+            label=class_names[label] if label < len(class_names) else str(label),
+        )
     fig.colorbar(contour, ax=ax, label=f"P({class_names[1] if len(class_names) > 1 else 1})")
     ax.set_title("Decision boundary (test points)")
     ax.legend(loc="upper right", fontsize=8)
@@ -147,8 +163,11 @@ def misclassified(images, labels, probabilities, class_names: list[str], path: P
         ax.axis("off")
     for ax, i in zip(axes.flat, shown):
         ax.imshow(np.asarray(images[i]), cmap="gray_r")
-        ax.set_title(f"true: {class_names[labels[i]]}\npred: {class_names[predicted[i]]} ({confidence[i]:.2f})",
-                     fontsize=8, color="firebrick")
+        ax.set_title(
+            f"true: {class_names[labels[i]]}\npred: {class_names[predicted[i]]} ({confidence[i]:.2f})",
+            fontsize=8,
+            color="firebrick",
+        )
     n_wrong = int((predicted != labels).sum())
     fig.suptitle(f"Misclassified test images, most confident first ({n_wrong} of {len(labels)} wrong)", fontsize=10)
     return save_figure(fig, path)

@@ -59,30 +59,45 @@ def benchmark_sections(runs: pd.DataFrame, curves: pd.DataFrame) -> list[Section
     runs = runs.assign(acc=last_values(runs, curves, "val/acc"), epoch_s=epoch_seconds(runs, curves))
     tune, final = runs[runs["stage"] == "tune"], runs[runs["stage"] == "final"]
     chosen = final.groupby("optimizer", sort=False, dropna=False)["lr"].last()
-    figures = {"lr_sensitivity": plot_lr_sensitivity(tune.assign(acc=tune["acc"].where(~tune["diverged"], 0.0)),
-                                                     chosen)} if len(tune) else {}
+    figures = (
+        {"lr_sensitivity": plot_lr_sensitivity(tune.assign(acc=tune["acc"].where(~tune["diverged"], 0.0)), chosen)}
+        if len(tune)
+        else {}
+    )
 
     per_opt = pd.concat([final, tune]).groupby("optimizer", dropna=False)["epoch_s"].median()
     seconds = chosen.index.to_series().map(per_opt)
     sgd = per_opt.get("sgd", math.nan)
     vs_sgd = seconds / sgd if sgd > 0 else seconds * math.nan
     by_opt = final[~final["diverged"]].groupby("optimizer", dropna=False)
-    table = pd.DataFrame({
-        "optimizer": chosen.index,
-        "best lr": chosen.map("{:g}".format),
-        "test acc": by_opt["test_acc"].agg(format_mean_std),
-        "final val acc": by_opt["acc"].agg(format_mean_std),
-        "seeds": by_opt.size().astype(str),
-        "epoch s": seconds.map(lambda s: format_value(s, 2)),
-        "epoch time vs sgd": vs_sgd.map(lambda r: f"{r:.2f}x" if math.isfinite(r) else "–"),
-    }, index=chosen.index).fillna({"test acc": "–", "final val acc": "–", "seeds": "0"})
+    table = pd.DataFrame(
+        {
+            "optimizer": chosen.index,
+            "best lr": chosen.map("{:g}".format),
+            "test acc": by_opt["test_acc"].agg(format_mean_std),
+            "final val acc": by_opt["acc"].agg(format_mean_std),
+            "seeds": by_opt.size().astype(str),
+            "epoch s": seconds.map(lambda s: format_value(s, 2)),
+            "epoch time vs sgd": vs_sgd.map(lambda r: f"{r:.2f}x" if math.isfinite(r) else "–"),
+        },
+        index=chosen.index,
+    ).fillna({"test acc": "–", "final val acc": "–", "seeds": "0"})
     # Ranked by the numeric mean: every seed diverged ("–") comes last.
     table = ranked(table, by_opt["test_acc"].mean().reindex(chosen.index)).reset_index(drop=True)
-    grid = pd.DataFrame({"optimizer": tune["optimizer"], "lr": tune["lr"].map("{:g}".format),
-                         "final val acc": tune["acc"].map(format_value).where(~tune["diverged"], "diverged")})
+    grid = pd.DataFrame(
+        {
+            "optimizer": tune["optimizer"],
+            "lr": tune["lr"].map("{:g}".format),
+            "final val acc": tune["acc"].map(format_value).where(~tune["diverged"], "diverged"),
+        }
+    )
     return [
-        Section("Tuned comparison (each optimizer at its best learning rate)",
-                "Stage 2: the learning rate with the best validation accuracy in stage 1, re-run with "
-                "several seeds and tested once.", table, figures),
+        Section(
+            "Tuned comparison (each optimizer at its best learning rate)",
+            "Stage 2: the learning rate with the best validation accuracy in stage 1, re-run with "
+            "several seeds and tested once.",
+            table,
+            figures,
+        ),
         Section("Learning-rate grid (stage 1, validation only)", "", grid.reset_index(drop=True), {}),
     ]

@@ -95,7 +95,9 @@ class MLflowSweepCallback(Callback):
         # Unresolved: per-job values (output dirs, swept keys) only exist inside the jobs.
         masked = mask_secrets(OmegaConf.to_container(job_config, resolve=False))
         client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(masked)), "sweep_config.yaml")
-        client.log_dict(run_id, {"overrides": grid, "searched": searched, "varying": context.varying}, "sweep_grid.yaml")
+        client.log_dict(
+            run_id, {"overrides": grid, "searched": searched, "varying": context.varying}, "sweep_grid.yaml"
+        )
         context.tracking_uri, context.experiment_id, context.parent_run_id = uri, experiment_id, run_id
         print(f"Sweep parent run {run_id} (experiment '{tracking.experiment_name}'); jobs log as its children")
 
@@ -146,23 +148,29 @@ class MLflowSweepCallback(Callback):
             if "torch" not in sys.modules and "JoblibLauncher" in str(config.hydra.launcher.get("_target_", "")):
                 from joblib import Parallel, delayed
 
-                best = Parallel(**_joblib_args(config))([delayed(sweep_best_model_at)(tracking_uri, parent_run_id, mode)])[0]
+                best = Parallel(**_joblib_args(config))(
+                    [delayed(sweep_best_model_at)(tracking_uri, parent_run_id, mode)]
+                )[0]
             else:
                 best = sweep_best_model_at(tracking_uri, parent_run_id, mode)
         except LightsweepError as err:  # no finished child: the summary says why
             log.info("no best model: %s", err)
             return True
         except Exception as err:
-            print(f"error: the best run's model could not be logged ({type(err).__name__}: {err}); "
-                  f"`{register}` logs and registers it", file=sys.stderr)
+            print(
+                f"error: the best run's model could not be logged ({type(err).__name__}: {err}); "
+                f"`{register}` logs and registers it",
+                file=sys.stderr,
+            )
             return False
         seconds = time.perf_counter() - started
         what = f"model models:/{best['model_id']}" if best["model_id"] else "no model (log_models=none)"
-        print(f"Best run {best['run_name']} (val/acc {best['val_acc']:.4f} at its best checkpoint): {what} "
-              f"[{seconds:.2f} s]")
+        print(
+            f"Best run {best['run_name']} (val/acc {best['val_acc']:.4f} at its best checkpoint): {what} "
+            f"[{seconds:.2f} s]"
+        )
         print(f"Register it as the champion: {register}")
         return True
-
 
     def finish(self, client, parent_run_id: str, sweep_dir: Path):
         """Report (logged to the parent and written to the sweep dir), then the parent's status."""
@@ -178,7 +186,9 @@ class MLflowSweepCallback(Callback):
             raise
         children = client.search_runs(
             [client.get_run(parent_run_id).info.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=10000)
+            filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+            max_results=10000,
+        )
         all_failed = bool(children) and all(c.info.status == "FAILED" for c in children)
         client.set_tag(parent_run_id, "lightsweep.failed_jobs", str(sum(c.info.status == "FAILED" for c in children)))
         client.set_terminated(parent_run_id, "FAILED" if all_failed or not children else "FINISHED")
@@ -219,8 +229,11 @@ def _warn_if_nodes_cannot_reach(config: DictConfig, tracking_uri: str) -> None:
         return
     from lightsweep.tracking.uris import describe
 
-    print(f"warning: cluster sweep logging to {describe(tracking_uri)}: {problem}; use logger=mlflow_server "
-          "with MLFLOW_TRACKING_URI=http://<server host>:<port> (README: Cluster sweeps)", file=sys.stderr)
+    print(
+        f"warning: cluster sweep logging to {describe(tracking_uri)}: {problem}; use logger=mlflow_server "
+        "with MLFLOW_TRACKING_URI=http://<server host>:<port> (README: Cluster sweeps)",
+        file=sys.stderr,
+    )
 
 
 def _fail_if_still_running(client, run_id: str) -> None:
@@ -231,8 +244,10 @@ def _fail_if_still_running(client, run_id: str) -> None:
         if parent.info.status != "RUNNING":
             return
         children = client.search_runs(
-            [parent.info.experiment_id], max_results=10000,
-            filter_string=f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'")
+            [parent.info.experiment_id],
+            max_results=10000,
+            filter_string=f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'",
+        )
         for child in children:
             client.set_tag(child.info.run_id, "lightsweep.failure_reason", "its sweep ended while it ran")
             client.set_terminated(child.info.run_id, "KILLED")

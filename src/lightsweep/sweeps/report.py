@@ -23,42 +23,79 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from lightsweep.sweeps.benchmark import benchmark_sections, main_table_runs
-from lightsweep.sweeps.runs import (CURVE_COLUMNS, RUN_COLUMNS, Section, format_mean_std, format_value, last_values,
-                                    markdown_table, ranked)
+from lightsweep.sweeps.runs import (
+    CURVE_COLUMNS,
+    RUN_COLUMNS,
+    Section,
+    format_mean_std,
+    format_value,
+    last_values,
+    markdown_table,
+    ranked,
+)
 
 CURVES = ("val/loss", "val/acc", "train/loss_epoch")
 LOSSES = ("val/loss", "train/loss_epoch")
 SAVE = {"dpi": 100, "bbox_inches": "tight"}  # the PNGs, on disk and in MLflow
 # mlflow.search_runs' columns (run.to_dictionary() flattened) -> the `runs` table's
-FIELDS = {"info.run_id": "run_id", "info.run_name": "run_name", "info.status": "status", "info.start_time": "start",
-          "info.end_time": "end", "data.tags.lightsweep.config": "config", "data.tags.lightsweep.diverged": "diverged_tag",
-          "data.metrics.test/acc": "test_acc", "data.params.optimizer.lr": "lr", "data.tags.optimizer": "optimizer",
-          "data.tags.stage": "stage"}
+FIELDS = {
+    "info.run_id": "run_id",
+    "info.run_name": "run_name",
+    "info.status": "status",
+    "info.start_time": "start",
+    "info.end_time": "end",
+    "data.tags.lightsweep.config": "config",
+    "data.tags.lightsweep.diverged": "diverged_tag",
+    "data.metrics.test/acc": "test_acc",
+    "data.params.optimizer.lr": "lr",
+    "data.tags.optimizer": "optimizer",
+    "data.tags.stage": "stage",
+}
 
 
 def load_runs(client, parent_run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The parent's children, oldest first, and their curves: the `runs` and `curves` tables of `runs.py`."""
     parent = client.get_run(parent_run_id)
-    found = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
-                               order_by=["attributes.start_time ASC"], max_results=10000)
+    found = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=10000,
+    )
     # The frame mlflow.search_runs builds, but from `client`'s store (mlflow.search_runs reads the global one).
-    found = pd.json_normalize([run.to_dictionary() for run in found]).reindex(columns=list(FIELDS)).rename(
-        columns=FIELDS).astype({**dict.fromkeys(FIELDS.values(), "str"), "start": float, "end": float, "test_acc": float})
-    history = pd.DataFrame([{**m.to_dictionary(), "run_id": run_id} for run_id in found["run_id"]
-                            for key in ("epoch", *CURVES) for m in client.get_metric_history(run_id, key)],
-                           columns=["run_id", "key", "step", "value", "timestamp"]).astype({"value": float})
+    found = (
+        pd.json_normalize([run.to_dictionary() for run in found])
+        .reindex(columns=list(FIELDS))
+        .rename(columns=FIELDS)
+        .astype({**dict.fromkeys(FIELDS.values(), "str"), "start": float, "end": float, "test_acc": float})
+    )
+    history = pd.DataFrame(
+        [
+            {**m.to_dictionary(), "run_id": run_id}
+            for run_id in found["run_id"]
+            for key in ("epoch", *CURVES)
+            for m in client.get_metric_history(run_id, key)
+        ],
+        columns=["run_id", "key", "step", "value", "timestamp"],
+    ).astype({"value": float})
     # A point's epoch is the `epoch` metric at its step; the last value logged for an epoch wins (a resumed run
     # may log an epoch again).
     epochs = history[history["key"] == "epoch"].drop_duplicates(["run_id", "step"], keep="last")
     curves = history[history["key"] != "epoch"].merge(
-        epochs[["run_id", "step", "value"]].rename(columns={"value": "epoch"}), on=["run_id", "step"], how="left")
-    curves = curves.assign(epoch=curves["epoch"].fillna(curves["step"]).astype(int)).sort_values(
-        ["timestamp", "step"], kind="stable").drop_duplicates(["run_id", "key", "epoch"], keep="last")
+        epochs[["run_id", "step", "value"]].rename(columns={"value": "epoch"}), on=["run_id", "step"], how="left"
+    )
+    curves = (
+        curves.assign(epoch=curves["epoch"].fillna(curves["step"]).astype(int))
+        .sort_values(["timestamp", "step"], kind="stable")
+        .drop_duplicates(["run_id", "key", "epoch"], keep="last")
+    )
     curves["seconds"] = (curves["timestamp"] - curves["run_id"].map(found.set_index("run_id")["start"])) / 1000
     unfinite = curves[curves["key"].isin(LOSSES) & ~np.isfinite(curves["value"])]["run_id"]
     name = found["run_name"].where(found["run_name"].fillna("") != "", found["run_id"].str[:8])
     runs = found.assign(
-        name=name, label=found["config"].fillna(name), lr=pd.to_numeric(found["lr"].mask(found["lr"] == "null")),
+        name=name,
+        label=found["config"].fillna(name),
+        lr=pd.to_numeric(found["lr"].mask(found["lr"] == "null")),
         diverged=(found["diverged_tag"] == "true") | found["run_id"].isin(unfinite),
         seconds=((found["end"] - found["start"]) / 1000).where(found["end"] > 0),
     )
@@ -70,16 +107,27 @@ def run_stats(runs: pd.DataFrame, curves: pd.DataFrame, target_acc: float) -> pd
     """One row per run: its label, numbers (NaN where a run diverged: it never counts), wall seconds, outcome."""
     acc = curves[curves["key"] == "val/acc"].sort_values("epoch", kind="stable")
     first_hit = acc[acc["value"] >= target_acc].drop_duplicates("run_id").set_index("run_id")
-    numbers = pd.DataFrame({
-        "final val acc": last_values(runs, curves, "val/acc"),
-        "best val acc": runs["run_id"].map(acc.groupby("run_id")["value"].max()),
-        "test acc": runs["test_acc"],
-        "final val loss": last_values(runs, curves, "val/loss"),
-        "epochs to": runs["run_id"].map(first_hit["epoch"] + 1),
-        "seconds to": runs["run_id"].map(first_hit["seconds"]),
-    }, dtype=float).replace([np.inf, -np.inf], np.nan).where(~runs["diverged"])
-    return numbers.assign(label=runs["label"], seconds=runs["seconds"], diverged=runs["diverged"],
-                          failed=(runs["status"] == "FAILED") & ~runs["diverged"])
+    numbers = (
+        pd.DataFrame(
+            {
+                "final val acc": last_values(runs, curves, "val/acc"),
+                "best val acc": runs["run_id"].map(acc.groupby("run_id")["value"].max()),
+                "test acc": runs["test_acc"],
+                "final val loss": last_values(runs, curves, "val/loss"),
+                "epochs to": runs["run_id"].map(first_hit["epoch"] + 1),
+                "seconds to": runs["run_id"].map(first_hit["seconds"]),
+            },
+            dtype=float,
+        )
+        .replace([np.inf, -np.inf], np.nan)
+        .where(~runs["diverged"])
+    )
+    return numbers.assign(
+        label=runs["label"],
+        seconds=runs["seconds"],
+        diverged=runs["diverged"],
+        failed=(runs["status"] == "FAILED") & ~runs["diverged"],
+    )
 
 
 def summarize(stats: pd.DataFrame, target_acc: float) -> pd.DataFrame:
@@ -93,16 +141,25 @@ def summarize(stats: pd.DataFrame, target_acc: float) -> pd.DataFrame:
 
     def of(part: pd.Series, whole: pd.Series) -> pd.Series:
         return " (" + part.astype(str) + "/" + whole.astype(str) + ")"
-    table = pd.DataFrame({
-        "configuration": n.index, "runs": n.astype(str), "final val acc": cells("final val acc"),
-        "best val acc": cells("best val acc"), "test acc": cells("test acc"), "final val loss": cells("final val loss"),
-        f"epochs to {target_acc:g}": (cells("epochs to", 1) + of(hits, n - n_div).where(hits < n - n_div, "")
-                                      ).where(hits > 0, "not reached"),
-        f"seconds to {target_acc:g}": cells("seconds to", 1).where(hits > 0, "–"),
-        "total s": cells("seconds", 1),
-        "diverged": ("yes" + of(n_div, n)).where(n_div > 0, "no"),
-        "failed": n_failed.astype(str).where(n_failed > 0, ""),
-    }, index=n.index)
+
+    table = pd.DataFrame(
+        {
+            "configuration": n.index,
+            "runs": n.astype(str),
+            "final val acc": cells("final val acc"),
+            "best val acc": cells("best val acc"),
+            "test acc": cells("test acc"),
+            "final val loss": cells("final val loss"),
+            f"epochs to {target_acc:g}": (
+                cells("epochs to", 1) + of(hits, n - n_div).where(hits < n - n_div, "")
+            ).where(hits > 0, "not reached"),
+            f"seconds to {target_acc:g}": cells("seconds to", 1).where(hits > 0, "–"),
+            "total s": cells("seconds", 1),
+            "diverged": ("yes" + of(n_div, n)).where(n_div > 0, "no"),
+            "failed": n_failed.astype(str).where(n_failed > 0, ""),
+        },
+        index=n.index,
+    )
     if not n_failed.any():
         table = table.drop(columns="failed")
     score = by["test acc" if stats["test acc"].notna().any() else "final val acc"].mean()
@@ -110,12 +167,16 @@ def summarize(stats: pd.DataFrame, target_acc: float) -> pd.DataFrame:
 
 
 def runs_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "run": runs["name"], "status": runs["status"] + runs["diverged"].map({True: " (diverged)", False: ""}),
-        "test acc": runs["test_acc"].map(format_value),
-        "final val acc": last_values(runs, curves, "val/acc").map(format_value),
-        "seconds": runs["seconds"].map(lambda s: format_value(s, 1) if s else "–"), "run id": runs["run_id"],
-    })
+    return pd.DataFrame(
+        {
+            "run": runs["name"],
+            "status": runs["status"] + runs["diverged"].map({True: " (diverged)", False: ""}),
+            "test acc": runs["test_acc"].map(format_value),
+            "final val acc": last_values(runs, curves, "val/acc").map(format_value),
+            "seconds": runs["seconds"].map(lambda s: format_value(s, 1) if s else "–"),
+            "run id": runs["run_id"],
+        }
+    )
 
 
 # --- plots --------------------------------------------------------------------------------------
@@ -176,8 +237,7 @@ class Report:
     n_diverged: int
 
 
-def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0.85,
-                 extra_sections=None) -> Report:
+def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0.85, extra_sections=None) -> Report:
     """Build every report file into `folder`; `extra_sections(runs, curves)` may add `Section`s."""
     folder.mkdir(parents=True, exist_ok=True)
     parent = client.get_run(parent_run_id)
@@ -186,11 +246,16 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
     stats = run_stats(main, curves, target_acc)
     summary = summarize(stats, target_acc)
     order = summary["configuration"]
-    plots = {"learning_curves": plot_curves(main, curves, order),
-             "test_accuracy": plot_test_accuracy(stats, order)} if len(summary) else {}
-    sections = [Section("Comparison (ranked by test accuracy, or validation accuracy without a test)", "", summary, plots),
-                *(extra_sections(runs, curves) if extra_sections else []),
-                Section("Runs", "", runs_table(runs, curves), {})]
+    plots = (
+        {"learning_curves": plot_curves(main, curves, order), "test_accuracy": plot_test_accuracy(stats, order)}
+        if len(summary)
+        else {}
+    )
+    sections = [
+        Section("Comparison (ranked by test accuracy, or validation accuracy without a test)", "", summary, plots),
+        *(extra_sections(runs, curves) if extra_sections else []),
+        Section("Runs", "", runs_table(runs, curves), {}),
+    ]
     figures = {name: fig for section in sections for name, fig in section.figures.items()}
     for name, fig in figures.items():
         fig.savefig(folder / f"{name}.png", **SAVE)
@@ -198,19 +263,30 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
     n_failed, n_diverged = int((runs["status"] == "FAILED").sum()), int(runs["diverged"].sum())
     title = f"Sweep report: {parent.info.run_name}"
     end = parent.info.end_time or time.time() * 1000
-    intro = (f"{len(runs)} runs, {n_failed} failed ({n_diverged} diverged); sweep wall time "
-             f"{(end - parent.info.start_time) / 1000:.0f} s. Parent run `{parent_run_id}`. "
-             f"Target accuracy for 'epochs/seconds to': {target_acc:g} (validation).")
+    intro = (
+        f"{len(runs)} runs, {n_failed} failed ({n_diverged} diverged); sweep wall time "
+        f"{(end - parent.info.start_time) / 1000:.0f} s. Parent run `{parent_run_id}`. "
+        f"Target accuracy for 'epochs/seconds to': {target_acc:g} (validation)."
+    )
     md = [f"# {title}", "", intro]
     for section in sections:
-        md += ["", f"## {section.title}", "", *([section.text, ""] if section.text else []), markdown_table(section.table)]
+        md += [
+            "",
+            f"## {section.title}",
+            "",
+            *([section.text, ""] if section.text else []),
+            markdown_table(section.table),
+        ]
         md += ["", *(f"![{name}]({name}.png)" for name in section.figures)] if section.figures else []
     (folder / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     summary.to_csv(folder / "summary.csv", index=False, lineterminator="\r\n")  # CSV's own line ends (RFC 4180)
     images = {name: base64.b64encode((folder / f"{name}.png").read_bytes()).decode() for name in figures}
-    page = Environment(loader=PackageLoader("lightsweep.sweeps"), autoescape=select_autoescape()).get_template("report.html")
-    (folder / "report.html").write_text(page.render(title=title, intro=intro, sections=sections, images=images),
-                                         encoding="utf-8")
+    page = Environment(loader=PackageLoader("lightsweep.sweeps"), autoescape=select_autoescape()).get_template(
+        "report.html"
+    )
+    (folder / "report.html").write_text(
+        page.render(title=title, intro=intro, sections=sections, images=images), encoding="utf-8"
+    )
     table = markdown_table(summary) if len(summary) else "(no runs)"
     documents = [folder / "report.md", folder / "report.html", folder / "summary.csv"]
     return Report(folder, documents, figures, table, len(runs), n_failed, n_diverged)
@@ -230,11 +306,15 @@ def find_sweep(client, sweep: str, experiment_name: str | None = None) -> str:
     else:
         experiments = client.search_experiments()
     runs = client.search_runs(
-        [e.experiment_id for e in experiments], filter_string="tags.`lightsweep.role` = 'sweep'",
-        order_by=["attributes.start_time DESC"], max_results=1,
+        [e.experiment_id for e in experiments],
+        filter_string="tags.`lightsweep.role` = 'sweep'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
     )
     if not runs:
-        raise LightsweepError("no sweep found in this store: run `python train.py -m ...` first, or pass sweep=<parent run id>")
+        raise LightsweepError(
+            "no sweep found in this store: run `python train.py -m ...` first, or pass sweep=<parent run id>"
+        )
     return runs[0].info.run_id
 
 
@@ -246,6 +326,8 @@ def publish_report(client, parent_run_id: str, folder: Path, target_acc: float) 
     for name, fig in report.figures.items():
         client.log_figure(parent_run_id, fig, f"report/{name}.png", save_kwargs=SAVE)
     print(f"\n{report.table}\n")
-    print(f"{report.n_runs} jobs, {report.n_failed} failed ({report.n_diverged} diverged). "
-          f"Report: {report.folder / 'report.html'}")
+    print(
+        f"{report.n_runs} jobs, {report.n_failed} failed ({report.n_diverged} diverged). "
+        f"Report: {report.folder / 'report.html'}"
+    )
     return report

@@ -99,8 +99,13 @@ def digest(datamodule, split: str) -> str:
     x, y = datamodule.tensors[split]
     fmt = raw_format(datamodule)
     h = hashlib.md5()
-    selection = {"classes": datamodule.classes, "positive_class": datamodule.positive_class,
-                 "split_seed": datamodule.split_seed, "val_size": datamodule.val_size, "split": split}
+    selection = {
+        "classes": datamodule.classes,
+        "positive_class": datamodule.positive_class,
+        "split_seed": datamodule.split_seed,
+        "val_size": datamodule.val_size,
+        "split": split,
+    }
     source_type, source = source_of(datamodule)
     origin = source if source_type == "code" else getattr(datamodule, "dataset", "")  # no local paths
     h.update(json.dumps([fmt.dtype, fmt.shape, len(y), selection, origin], default=str).encode())
@@ -131,8 +136,12 @@ def split_datasets(datamodule, choice: str | None = None) -> dict[str, object]:
         y = datamodule.tensors[split][1]
         profile = {"num_rows": len(y), "classes": datamodule.class_names, "split_seed": datamodule.split_seed}
         out[split] = Dataset(
-            name=f"{name}-{SPLIT_NAME[split]}", digest=digest(datamodule, split), source_type=source_type,
-            source=json.dumps(source), schema=json.dumps(schema.to_dict()), profile=json.dumps(profile),
+            name=f"{name}-{SPLIT_NAME[split]}",
+            digest=digest(datamodule, split),
+            source_type=source_type,
+            source=json.dumps(source),
+            schema=json.dumps(schema.to_dict()),
+            profile=json.dumps(profile),
         )
     return out
 
@@ -140,12 +149,13 @@ def split_datasets(datamodule, choice: str | None = None) -> dict[str, object]:
 def log_datasets(client, run_id: str, datamodule, choice: str | None = None) -> dict[str, object]:
     """Log train, validation and test as the run's inputs (an existing input is not duplicated)."""
     from mlflow.entities import DatasetInput, InputTag
-
     from mlflow.exceptions import MlflowException
 
     datasets = split_datasets(datamodule, choice)
-    inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", CONTEXT[split])])
-              for split, dataset in datasets.items()]
+    inputs = [
+        DatasetInput(dataset, tags=[InputTag("mlflow.data.context", CONTEXT[split])])
+        for split, dataset in datasets.items()
+    ]
     for attempt in range(ATTEMPTS):
         try:
             client.log_inputs(run_id, datasets=inputs)

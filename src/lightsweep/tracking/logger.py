@@ -47,8 +47,11 @@ class MLFlowLogger(pl_mlflow.MLFlowLogger):
                 continue
             clean = re.sub("[^a-zA-Z0-9_/. -]+", "", key)  # MLflow's allowed characters, as in Lightning
             if clean != key:
-                rank_zero_warn(f"MLflow only allows '_', '/', '.' and ' ' special characters in metric name. "
-                               f"Replacing {key} with {clean}.", category=RuntimeWarning)
+                rank_zero_warn(
+                    f"MLflow only allows '_', '/', '.' and ' ' special characters in metric name. "
+                    f"Replacing {key} with {clean}.",
+                    category=RuntimeWarning,
+                )
             self.queue.append(Metric(key=clean, value=float(value), timestamp=timestamp_ms, step=step or 0))
         if time.monotonic() - self.last_flush >= self.flush_every_s:
             self.flush()

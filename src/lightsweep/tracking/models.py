@@ -80,21 +80,44 @@ class InputSpec:
 
         fmt = raw_format(datamodule)
         x = datamodule.tensors["val"][0][:EXAMPLE_ROWS]
-        return cls(fmt.dtype, tuple(fmt.shape), fmt.scale, _statistic(datamodule.mean), _statistic(datamodule.std),
-                   list(datamodule.class_names), is_binary(pl_module), to_raw(datamodule, x))
+        return cls(
+            fmt.dtype,
+            tuple(fmt.shape),
+            fmt.scale,
+            _statistic(datamodule.mean),
+            _statistic(datamodule.std),
+            list(datamodule.class_names),
+            is_binary(pl_module),
+            to_raw(datamodule, x),
+        )
 
     def state(self) -> dict:
         """For a checkpoint: only what `torch.load(weights_only=True)` reads back."""
         import torch
 
-        return {"dtype": self.dtype, "shape": list(self.shape), "scale": self.scale, "mean": self.mean,
-                "std": self.std, "class_names": list(self.class_names), "binary": self.binary,
-                "example": torch.from_numpy(np.ascontiguousarray(self.example))}
+        return {
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "scale": self.scale,
+            "mean": self.mean,
+            "std": self.std,
+            "class_names": list(self.class_names),
+            "binary": self.binary,
+            "example": torch.from_numpy(np.ascontiguousarray(self.example)),
+        }
 
     @classmethod
     def from_state(cls, state: dict) -> InputSpec:
-        return cls(state["dtype"], tuple(state["shape"]), state["scale"], state["mean"], state["std"],
-                   list(state["class_names"]), bool(state["binary"]), state["example"].numpy())
+        return cls(
+            state["dtype"],
+            tuple(state["shape"]),
+            state["scale"],
+            state["mean"],
+            state["std"],
+            list(state["class_names"]),
+            bool(state["binary"]),
+            state["example"].numpy(),
+        )
 
     @property
     def outputs(self) -> tuple[int, ...]:
@@ -104,8 +127,10 @@ class InputSpec:
         from mlflow.models import ModelSignature
         from mlflow.types import Schema, TensorSpec
 
-        return ModelSignature(inputs=Schema([TensorSpec(np.dtype(self.dtype), (-1, *self.shape))]),
-                              outputs=Schema([TensorSpec(np.dtype(np.float32), self.outputs)]))
+        return ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(self.dtype), (-1, *self.shape))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), self.outputs)]),
+        )
 
 
 def _statistic(value):
@@ -182,11 +207,10 @@ def log_model(client, run_id: str, net, spec: InputSpec, datasets: dict | None =
     has a READY model already (logged before a crash) keeps it, and gets its links completed; one a
     crash left PENDING is deleted (see `run_model`).
     """
+    import mlflow.pytorch
     import torch
     from mlflow.entities import LoggedModelStatus
     from mlflow.models import Model
-
-    import mlflow.pytorch
 
     run = client.get_run(run_id)
     best = best_checkpoint(client, run)
@@ -195,19 +219,35 @@ def log_model(client, run_id: str, net, spec: InputSpec, datasets: dict | None =
         _link(client, run, existing, best, datasets)
         return existing
     module = serving_module(copy.deepcopy(net).to("cpu", torch.float32).eval(), spec)
-    tags = {k: run.data.tags[k] for k in ("data", "model", "optimizer", "seed", "lightsweep.sweep_id") if k in run.data.tags}
+    tags = {
+        k: run.data.tags[k] for k in ("data", "model", "optimizer", "seed", "lightsweep.sweep_id") if k in run.data.tags
+    }
     if best is not None:
         tags["lightsweep.best_step"], tags["lightsweep.val_acc"] = str(best.step), repr(best.val_acc)
-    model = client.create_logged_model(run.info.experiment_id, name=model_name(run), source_run_id=run_id,
-                                       tags=tags, params=dict(run.data.params), model_type="classifier")
+    model = client.create_logged_model(
+        run.info.experiment_id,
+        name=model_name(run),
+        source_run_id=run_id,
+        tags=tags,
+        params=dict(run.data.params),
+        model_type="classifier",
+    )
     try:
         with tempfile.TemporaryDirectory(prefix="lightsweep-model-") as tmp:
             path = os.path.join(tmp, "model")
             mlflow.pytorch.save_model(
-                module, path, serialization_format="pt2", signature=spec.signature(), input_example=spec.example,
+                module,
+                path,
+                serialization_format="pt2",
+                signature=spec.signature(),
+                input_example=spec.example,
                 pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
-                mlflow_model=Model(artifact_path=model.artifact_location, run_id=run_id, model_uuid=model.model_id,
-                                   model_id=model.model_id),
+                mlflow_model=Model(
+                    artifact_path=model.artifact_location,
+                    run_id=run_id,
+                    model_uuid=model.model_id,
+                    model_id=model.model_id,
+                ),
             )
             client.log_model_artifacts(model.model_id, path)
         model = client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
@@ -242,9 +282,18 @@ def link_metrics(client, run_id: str, model_id: str, best_step: int, datasets: d
         step = best_step if key in BEST_KEYS else max(m.step for m in history)
         dataset = next((datasets.get(s) for p, s in DATASET_OF.items() if key.startswith(p)), None)
         points += [
-            Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id, run_id=run_id,
-                   dataset_name=dataset.name if dataset else None, dataset_digest=dataset.digest if dataset else None)
-            for m in history if m.step == step
+            Metric(
+                m.key,
+                m.value,
+                m.timestamp,
+                m.step,
+                model_id=model_id,
+                run_id=run_id,
+                dataset_name=dataset.name if dataset else None,
+                dataset_digest=dataset.digest if dataset else None,
+            )
+            for m in history
+            if m.step == step
         ]
     if points:
         client.log_batch(run_id, metrics=points)
@@ -256,7 +305,7 @@ def run_datasets(run) -> dict:
 
     split_of = {context: split for split, context in CONTEXT.items()}
     out = {}
-    for item in (run.inputs.dataset_inputs if run.inputs else []):
+    for item in run.inputs.dataset_inputs if run.inputs else []:
         context = next((t.value for t in item.tags if t.key == "mlflow.data.context"), None)
         if context in split_of:
             out[split_of[context]] = item.dataset
@@ -268,8 +317,9 @@ def run_model(client, run):
     (kill -9) cut short while it was logged (still PENDING) is deleted: it is logged again whole."""
     from mlflow.entities import LoggedModelStatus
 
-    models = client.search_logged_models([run.info.experiment_id], max_results=100,
-                                         filter_string=f"source_run_id = '{run.info.run_id}'")
+    models = client.search_logged_models(
+        [run.info.experiment_id], max_results=100, filter_string=f"source_run_id = '{run.info.run_id}'"
+    )
     if run.info.status == "RUNNING" and "lightsweep.resumed" in run.data.tags:
         for model in models:
             if model.status == LoggedModelStatus.PENDING:
@@ -312,8 +362,9 @@ class Candidate:
 
 def sweep_children(client, parent_run_id: str) -> list:
     parent = client.get_run(parent_run_id)
-    return client.search_runs([parent.info.experiment_id], max_results=10000,
-                              filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    return client.search_runs(
+        [parent.info.experiment_id], max_results=10000, filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'"
+    )
 
 
 def best_child(client, parent_run_id: str) -> Candidate:
@@ -352,7 +403,9 @@ def log_from_checkpoint(client, run):
         try:
             config = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
         except Exception as err:
-            raise LightsweepError(f"run {run_id} has no config.yaml artifact ({err}): it was not trained by lightsweep") from None
+            raise LightsweepError(
+                f"run {run_id} has no config.yaml artifact ({err}): it was not trained by lightsweep"
+            ) from None
         checkpoint = _best_checkpoint_file(client, run, config, tmp)
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model = _instantiate(config, "model")
@@ -383,9 +436,11 @@ def _instantiate(config, key: str):
     try:
         return instantiate(config[key], _convert_="all")
     except Exception as err:
-        raise LightsweepError(f"cannot rebuild the run's {key} from its config.yaml ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''}): is lightsweep at the version "
-                              "that trained it?") from None
+        raise LightsweepError(
+            f"cannot rebuild the run's {key} from its config.yaml ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}): is lightsweep at the version "
+            "that trained it?"
+        ) from None
 
 
 def _spec_from_data(config, model) -> InputSpec:
@@ -404,7 +459,9 @@ def register(client, run, model, name: str, alias: str = CHAMPION, extra_tags: d
     from mlflow.exceptions import MlflowException
 
     try:
-        client.create_registered_model(name, description="lightsweep classifier: raw samples in, class probabilities out")
+        client.create_registered_model(
+            name, description="lightsweep classifier: raw samples in, class probabilities out"
+        )
     except MlflowException as err:
         if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
@@ -414,11 +471,22 @@ def register(client, run, model, name: str, alias: str = CHAMPION, extra_tags: d
             client.set_registered_model_alias(name, alias, existing.version)
             return existing
     tags = {"run_id": run.info.run_id, "run_name": run.info.run_name or ""}
-    tags.update({k: run.data.tags[k] for k in ("data", "model", "optimizer", "seed", "overrides", "stage") if k in run.data.tags})
+    tags.update(
+        {
+            k: run.data.tags[k]
+            for k in ("data", "model", "optimizer", "seed", "overrides", "stage")
+            if k in run.data.tags
+        }
+    )
     tags.update({k: repr(v) for k, v in run.data.metrics.items() if k.startswith(("test/", "val/"))})
     tags.update(extra_tags or {})
-    version = client.create_model_version(name, source=source, run_id=run.info.run_id,
-                                          tags={k: str(v)[:5000] for k, v in tags.items()}, model_id=model.model_id)
+    version = client.create_model_version(
+        name,
+        source=source,
+        run_id=run.info.run_id,
+        tags={k: str(v)[:5000] for k, v in tags.items()},
+        model_id=model.model_id,
+    )
     client.set_registered_model_alias(name, alias, version.version)
     # The logged model's page lists its registered versions from this tag (as mlflow.register_model sets it).
     from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
@@ -460,5 +528,8 @@ def sweep_best_model_at(tracking_uri: str, parent_run_id: str, mode: str = "best
     from lightsweep.tracking.store import open_store
 
     best, model = sweep_best_model(open_store(tracking_uri), parent_run_id, mode)
-    return {"run_name": best.run.info.run_name or best.run.info.run_id, "val_acc": best.best.val_acc,
-            "model_id": model.model_id if model is not None else None}
+    return {
+        "run_name": best.run.info.run_name or best.run.info.run_id,
+        "val_acc": best.best.val_acc,
+        "model_id": model.model_id if model is not None else None,
+    }

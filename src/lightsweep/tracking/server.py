@@ -25,8 +25,16 @@ def check_server(tracking_uri: str) -> None:
     creds = get_default_host_creds(tracking_uri)
 
     def get(endpoint: str, **params):
-        return http_request(creds, endpoint, "GET", max_retries=0, backoff_factor=0, timeout=TIMEOUT_S,
-                            raise_on_status=False, params=params or None)
+        return http_request(
+            creds,
+            endpoint,
+            "GET",
+            max_retries=0,
+            backoff_factor=0,
+            timeout=TIMEOUT_S,
+            raise_on_status=False,
+            params=params or None,
+        )
 
     try:
         get("/health")

@@ -51,7 +51,9 @@ def run_name_for(cfg: DictConfig, choices: dict[str, str], job) -> str:
 def run_tags(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
     from lightsweep.tracking.params import git_commit, mask_overrides, mask_secrets
 
-    tags = {group: choices[group] for group in ("model", "optimizer", "data", "scheduler", "trainer") if group in choices}
+    tags = {
+        group: choices[group] for group in ("model", "optimizer", "data", "scheduler", "trainer") if group in choices
+    }
     tags["seed"] = str(cfg.seed)
     tags["mlflow.source.name"] = "train.py"
     tags["mlflow.source.type"] = "LOCAL"
@@ -120,13 +122,15 @@ def open_run(cfg: DictConfig, job, sweep) -> RunHandle | None:
     if sweep is not None:
         # Ids from the parent process: a job never creates the experiment (parallel jobs would race).
         uri, client, experiment_id = sweep.tracking_uri, open_store(sweep.tracking_uri), sweep.experiment_id
-        tags.update({
-            "mlflow.parentRunId": sweep.parent_run_id,
-            "lightsweep.sweep_id": sweep.sweep_id,
-            "lightsweep.job": str(job.num),
-            "lightsweep.config": config_label(name),
-            "overrides": mask_overrides(job.overrides),
-        })
+        tags.update(
+            {
+                "mlflow.parentRunId": sweep.parent_run_id,
+                "lightsweep.sweep_id": sweep.sweep_id,
+                "lightsweep.job": str(job.num),
+                "lightsweep.config": config_label(name),
+                "overrides": mask_overrides(job.overrides),
+            }
+        )
     else:
         uri = tracking_cfg.tracking_uri
         client = open_store(uri)
