@@ -145,7 +145,8 @@ class MLflowSweepCallback(Callback):
         register = f"python pipelines/register.py sweep={parent_run_id}"
         started = time.perf_counter()
         try:
-            if "torch" not in sys.modules and "JoblibLauncher" in str(config.hydra.launcher.get("_target_", "")):
+            joblib = "JoblibLauncher" in str(config.hydra.launcher.get("_target_", ""))
+            if mode == "best" and joblib and "torch" not in sys.modules:
                 from joblib import Parallel, delayed
 
                 best = Parallel(**_joblib_args(config))(

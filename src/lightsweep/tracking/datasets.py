@@ -27,7 +27,7 @@ import numpy as np
 SPLITS = ("train", "val", "test")  # the DataModule's tensor keys
 CONTEXT = {"train": "training", "val": "validation", "test": "test"}
 SPLIT_NAME = {"train": "train", "val": "validation", "test": "test"}
-DIGEST_SAMPLES = 2000  # samples hashed per split (all labels are)
+DIGEST_SAMPLES = 500  # samples hashed per split (all labels are)
 ATTEMPTS = 4  # log_inputs tries (parallel jobs race to create the same data set)
 
 
