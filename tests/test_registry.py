@@ -302,3 +302,23 @@ def test_parallel_jobs_log_the_same_data_sets_and_the_best_model_comes_from_a_wo
     (model,) = models_of(client, parent.info.experiment_id)
     assert model.source_run_id == best_by_validation(client, children).info.run_id
     assert "Best run" in result.stdout and "at its best checkpoint): model models:/" in result.stdout
+
+
+def test_ddp_logs_one_model_from_rank_0(tmp_path):
+    """trainer=ddp_cpu (Lightning's spawn launcher: fit and test run in fresh processes): one model,
+    logged by global rank 0 after the test, linked to the run's metrics and data sets."""
+    result = run_cli(tmp_path, "trainer=ddp_cpu", "data.batch_size=128", *SWEEP_FAST, *QUIET, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = store(tmp_path)
+    (run,) = all_runs(client)
+    run = client.get_run(run.info.run_id)
+    (model,) = models_of(client, run.info.experiment_id)
+    assert [o.model_id for o in run.outputs.model_outputs] == [model.model_id]
+    assert len(run.inputs.dataset_inputs) == 3
+    assert {m.dataset_name for m in model.metrics} == {
+        "fashion_mnist-train",
+        "fashion_mnist-validation",
+        "fashion_mnist-test",
+    }
+    fresh = fresh_process(tmp_path, f"models:/{model.model_id}", 1000)
+    assert fresh["shape"] == [1000, 10] and fresh["acc"] > 0.5

@@ -102,13 +102,16 @@ class RunArtifacts(pl.Callback):
 
     def _log_model(self, trainer, pl_module, best_checkpoint: str | None = None) -> None:
         """The run's MLflow model: the module's weights (the tested best), or the best checkpoint's."""
-        if not self.log_model or self.spec is None:
+        if not self.log_model or getattr(trainer.datamodule, "tensors", None) is None:
             return
         import copy
 
         import torch
 
-        from lightsweep.tracking.models import log_model
+        from lightsweep.tracking.models import InputSpec, log_model
+
+        if self.spec is None:  # DDP spawn: the test runs in fresh processes, without fit's state
+            self.spec = InputSpec.from_training(trainer.datamodule, pl_module)
 
         net = pl_module.net
         if best_checkpoint:
@@ -118,7 +121,7 @@ class RunArtifacts(pl.Callback):
         for logger in _mlflow_loggers(trainer):
             logger.save()  # the test metrics are still queued: the model links them
             started, cpu = time.perf_counter(), time.process_time()
-            model = log_model(logger.experiment, logger.run_id, net, self.spec, self.datasets)
+            model = log_model(logger.experiment, logger.run_id, net, self.spec, self.datasets or None)
             log.info(
                 "MLflow model %s logged in %.2f s (CPU %.2f s)",
                 model.model_id,
