@@ -53,19 +53,20 @@ def raw_format(datamodule) -> RawFormat:
 
 
 def to_raw(datamodule, x) -> np.ndarray:
-    """Normalised features (N, D), any device -> the samples as the data set stores them."""
+    """Normalised features (N, D), any device -> the samples as the data set stores them.
+    (numpy, one thread: torch's parallel elementwise ops cost more than they save at these sizes.)"""
     import torch
 
     fmt = raw_format(datamodule)
-    x = x.detach().to("cpu", torch.float32) * _cpu(datamodule.std) + _cpu(datamodule.mean)
+    x = x.detach().to("cpu", torch.float32).numpy() * _numpy(datamodule.std) + _numpy(datamodule.mean)
     if fmt.dtype == "uint8":
-        x = (x * fmt.scale).round_().clamp_(0, 255).to(torch.uint8)
-    return x.reshape(len(x), *fmt.shape).numpy()
+        x = np.clip(np.rint(x * np.float32(fmt.scale)), 0, 255).astype(np.uint8)
+    return x.astype(fmt.dtype, copy=False).reshape(len(x), *fmt.shape)
 
 
-def _cpu(value):
+def _numpy(value):
     """A DataModule's mean/std: one float (images), or a tensor of one value per feature."""
-    return value.detach().to("cpu") if hasattr(value, "detach") else value
+    return value.detach().to("cpu").numpy().astype(np.float32) if hasattr(value, "detach") else np.float32(value)
 
 
 def data_name(datamodule, choice: str | None = None) -> str:
