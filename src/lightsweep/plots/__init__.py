@@ -148,7 +148,9 @@ def most_confident_mistakes(labels, probabilities, limit: int = 25):
 
 def misclassified(images, labels, probabilities, class_names: list[str], path: Path, limit: int = 25) -> Path | None:
     """The most confident mistakes first: each image (N, H, W, as stored) with its true and predicted
-    label and the predicted class's probability. None when there is no mistake to show."""
+    label and the predicted class's probability. None when there is no mistake to show.
+
+    One mosaic in one axes (25 small axes cost ~0.5 s to draw; this ~0.1 s)."""
     import numpy as np
 
     labels = np.asarray(labels)
@@ -158,16 +160,31 @@ def misclassified(images, labels, probabilities, class_names: list[str], path: P
     plt = pyplot()
     cols = min(len(shown), 5)
     rows = math.ceil(len(shown) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.5 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i in zip(axes.flat, shown):
-        ax.imshow(np.asarray(images[i]), cmap="gray_r")
-        ax.set_title(
+    h, w = np.asarray(images[shown[0]]).shape
+    gap, pad = round(h * 0.8), max(2, w // 2)  # room for two lines of text above each image, and between
+    canvas = np.full((rows * (h + gap), cols * (w + pad) - pad), np.nan)
+    for k, i in enumerate(shown):
+        r, c = divmod(k, cols)
+        image = np.asarray(images[i], dtype=np.float64)
+        low, high = image.min(), image.max()
+        y0, x0 = r * (h + gap) + gap, c * (w + pad)
+        canvas[y0 : y0 + h, x0 : x0 + w] = (image - low) / (high - low) if high > low else 0.0
+    fig, ax = plt.subplots(figsize=(2.1 * cols, 2.5 * rows))
+    cmap = plt.get_cmap("gray_r").copy()
+    cmap.set_bad("white")
+    ax.imshow(canvas, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+    for k, i in enumerate(shown):
+        r, c = divmod(k, cols)
+        ax.text(
+            c * (w + pad) + w / 2,
+            r * (h + gap) + gap - 1,
             f"true: {class_names[labels[i]]}\npred: {class_names[predicted[i]]} ({confidence[i]:.2f})",
+            ha="center",
+            va="bottom",
             fontsize=8,
             color="firebrick",
         )
+    ax.axis("off")
     n_wrong = int((predicted != labels).sum())
-    fig.suptitle(f"Misclassified test images, most confident first ({n_wrong} of {len(labels)} wrong)", fontsize=10)
+    ax.set_title(f"Misclassified test images, most confident first ({n_wrong} of {len(labels)} wrong)", fontsize=10)
     return save_figure(fig, path)
