@@ -214,3 +214,25 @@ class MlflowServer:
             os.killpg(self.process.pid, signal.SIGKILL)  # the server and its uvicorn workers
             self.process.wait(timeout=30)
         self.process = None
+
+
+def kill_9_at(tmp_path: Path, moment: str, *overrides: str, timeout: float = 240) -> None:
+    """Run `train.py <overrides>` until it reaches `moment` (tests/reliability/pause.py), then `kill -9` it."""
+    import time
+
+    flag = tmp_path / "paused"
+    process = subprocess.Popen(
+        [PYTHON, "tests/reliability/pause.py", moment, str(flag), f"paths.log_dir={tmp_path}/outputs", *overrides],
+        cwd=ROOT,
+        env=cli_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + timeout
+    while not flag.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "never reached the moment"
+        time.sleep(0.02)
+    process.kill()
+    process.communicate(timeout=60)

@@ -25,6 +25,7 @@ from helpers import (
     assert_short_error,
     cli_env,
     free_port,
+    kill_9_at,
     run_cli,
     run_sweep,
     store,
@@ -249,22 +250,7 @@ def test_kill_9_while_the_model_is_logged_then_resume(tmp_path, moment):
         "trainer.log_every_n_steps=5",
         *QUIET,
     ]
-    flag = tmp_path / "paused"
-    process = subprocess.Popen(
-        [PYTHON, "tests/reliability/pause.py", moment, str(flag), f"paths.log_dir={tmp_path}/outputs", *run_args],
-        cwd=ROOT,
-        env=cli_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 300
-    while not flag.exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "never reached the moment"
-        time.sleep(0.02)
-    process.kill()
-    process.communicate(timeout=60)
+    kill_9_at(tmp_path, moment, *run_args, timeout=300)
 
     client = store(tmp_path)
     (run,) = all_runs(client)

@@ -3,11 +3,8 @@ and complete. FINISHED is written last, by lightsweep's lifecycle, once everythi
 
 from __future__ import annotations
 
-import subprocess
-import time
-
 import pytest
-from helpers import PYTHON, QUIET, ROOT, all_runs, artifact_paths, cli_env, run_cli, store
+from helpers import QUIET, all_runs, artifact_paths, kill_9_at, run_cli, store
 
 pytestmark = pytest.mark.slow
 
@@ -49,22 +46,7 @@ def assert_complete(client, run) -> None:
     ],
 )
 def test_kill_9_leaves_a_resumable_or_a_complete_run(tmp_path, moment):
-    flag = tmp_path / "paused"
-    process = subprocess.Popen(
-        [PYTHON, "tests/reliability/pause.py", moment, str(flag), f"paths.log_dir={tmp_path}/outputs", *RUN],
-        cwd=ROOT,
-        env=cli_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 240
-    while not flag.exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "never reached the moment"
-        time.sleep(0.02)
-    process.kill()
-    process.communicate(timeout=60)
+    kill_9_at(tmp_path, moment, *RUN)
 
     client = store(tmp_path)
     (run,) = all_runs(client)
