@@ -271,49 +271,51 @@ def _log_run(client, cfg, uri, info, logged, datamodule, x, y, probabilities, re
     if info.run_id:
         tags["lightsweep.model_run_id"] = info.run_id
     tags.update({str(k): str(mask_secrets(v, str(k))) for k, v in (cfg.get("tags") or {}).items()})
-    run_id = create_run(client, experiment_id, str(cfg.run_name or f"eval-{label}"), tags)
-    out = Path(str(cfg.paths.output_dir))
-    with tracked_run(client, run_id):
-        data_params = flatten(mask_secrets(OmegaConf.to_container(cfg.data, resolve=True)), "data")
-        params = [Param("model_uri", uri), Param("batch_size", str(cfg.batch_size))]
-        params += [Param(k, v) for k, v in data_params.items()]
-        for start in range(0, len(params), 100):
-            client.log_batch(run_id, params=params[start : start + 100])
-        test = split_datasets(datamodule, data)["test"]
-        client.log_inputs(
-            run_id,
-            datasets=[DatasetInput(test, tags=[InputTag("mlflow.data.context", "test")])],
-            models=[LoggedModelInput(info.model_id)] if info.model_id else None,
-        )
-        now = int(time.time() * 1000)
-        values = {k: v for k, v in result.items() if isinstance(v, float)}
-        metrics = [
-            Metric(k, v, now, 0, model_id=info.model_id, dataset_name=test.name, dataset_digest=test.digest)
-            for k, v in values.items()
-        ]
-        for start in range(0, len(metrics), 1000):
-            client.log_batch(run_id, metrics=metrics[start : start + 1000])
-        table = out / "per_class.csv"
-        table.parent.mkdir(parents=True, exist_ok=True)
-        with open(table, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["class", "precision", "recall", "f1", "support"])
-            writer.writeheader()
-            writer.writerows(result["per_class"])
-        client.log_artifact(run_id, str(table))
-        paths = [
-            plots.confusion_matrix(
-                torch.as_tensor(result["confusion"]), datamodule.class_names, out / "plots" / "confusion_matrix.png"
+    with interrupts.held() as creating:  # a signal meanwhile waits until tracked_run owns the run
+        run_id = create_run(client, experiment_id, str(cfg.run_name or f"eval-{label}"), tags)
+        out = Path(str(cfg.paths.output_dir))
+        with tracked_run(client, run_id):
+            creating.release()
+            data_params = flatten(mask_secrets(OmegaConf.to_container(cfg.data, resolve=True)), "data")
+            params = [Param("model_uri", uri), Param("batch_size", str(cfg.batch_size))]
+            params += [Param(k, v) for k, v in data_params.items()]
+            for start in range(0, len(params), 100):
+                client.log_batch(run_id, params=params[start : start + 100])
+            test = split_datasets(datamodule, data)["test"]
+            client.log_inputs(
+                run_id,
+                datasets=[DatasetInput(test, tags=[InputTag("mlflow.data.context", "test")])],
+                models=[LoggedModelInput(info.model_id)] if info.model_id else None,
             )
-        ]
-        if datamodule.image_shape:
-            images = x.reshape(len(x), *datamodule.image_shape)
-            grid = plots.misclassified(
-                images, y, probabilities, datamodule.class_names, out / "plots" / "misclassified.png"
-            )
-            if grid is not None:
-                paths.append(grid)
-        for path in paths:
-            client.log_artifact(run_id, str(path), "plots")
+            now = int(time.time() * 1000)
+            values = {k: v for k, v in result.items() if isinstance(v, float)}
+            metrics = [
+                Metric(k, v, now, 0, model_id=info.model_id, dataset_name=test.name, dataset_digest=test.digest)
+                for k, v in values.items()
+            ]
+            for start in range(0, len(metrics), 1000):
+                client.log_batch(run_id, metrics=metrics[start : start + 1000])
+            table = out / "per_class.csv"
+            table.parent.mkdir(parents=True, exist_ok=True)
+            with open(table, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=["class", "precision", "recall", "f1", "support"])
+                writer.writeheader()
+                writer.writerows(result["per_class"])
+            client.log_artifact(run_id, str(table))
+            paths = [
+                plots.confusion_matrix(
+                    torch.as_tensor(result["confusion"]), datamodule.class_names, out / "plots" / "confusion_matrix.png"
+                )
+            ]
+            if datamodule.image_shape:
+                images = x.reshape(len(x), *datamodule.image_shape)
+                grid = plots.misclassified(
+                    images, y, probabilities, datamodule.class_names, out / "plots" / "misclassified.png"
+                )
+                if grid is not None:
+                    paths.append(grid)
+            for path in paths:
+                client.log_artifact(run_id, str(path), "plots")
     return run_id
 
 

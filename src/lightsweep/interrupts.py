@@ -107,6 +107,33 @@ def deferred():
     check()
 
 
+class held:
+    """`deferred()` with an end the caller picks: `release()` raises a signal that arrived meanwhile.
+
+    For a run's creation: a signal must wait until the lifecycle that ends the run owns it, or the
+    run stays RUNNING forever.
+    """
+
+    def __init__(self):
+        self.active = False
+
+    def __enter__(self) -> held:
+        _state.deferring += 1
+        self.active = True
+        return self
+
+    def release(self) -> None:
+        if self.active:
+            self.active = False
+            _state.deferring -= 1
+            check()
+
+    def __exit__(self, *exc) -> None:
+        if self.active:  # an error on its way up; `interruption()` still sees the signal
+            self.active = False
+            _state.deferring -= 1
+
+
 def interruption(err: BaseException | None) -> str | None:
     """ "SIGINT"/"SIGTERM" when `err` is, or was raised while handling, an interrupt; else None.
 

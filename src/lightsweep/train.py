@@ -41,13 +41,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     sweep = job.sweep if in_sweep and job.sweep.tracked else None
     if sweep is None:
         check_config(cfg, in_sweep)  # refuse bad input before touching the store (or importing Lightning)
-    with interrupts.handled():
+    with interrupts.handled(), interrupts.held() as creating:
+        # A signal while the run is created waits until `tracked_run` owns it (and ends it KILLED).
         run = open_run(cfg, job, sweep)
         if run is None:
+            creating.release()
             if sweep is not None:
                 check_config(cfg, True)
             return fit_and_test(cfg)
         with tracked_run(run.client, run.run_id):
+            creating.release()
             if sweep is not None:
                 check_config(cfg, True)
             if run.resume is None:

@@ -66,3 +66,32 @@ def test_a_signal_at_any_moment_stops_within_seconds_and_leaves_nothing_running(
                 assert {r.info.status for r in runs} == {"FINISHED"}
     # The seeded moments hit the processes while they worked, not only after they had finished.
     assert sum(code != 0 for _, code in outcomes) >= TRIALS // 2, outcomes
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_just_after_the_run_is_created_ends_it_killed(tmp_path, stop):
+    """The run exists in the store, but the lifecycle that ends it does not own it yet: the signal
+    waits until it does (CI once caught a SIGINT there that left the run RUNNING)."""
+    flag = tmp_path / "paused"
+    process = subprocess.Popen(
+        [PYTHON, "tests/reliability/pause.py", "mlflow.tracking.client:MlflowClient.create_run+after", str(flag)]
+        + [f"paths.log_dir={tmp_path}/outputs", *FAST],
+        cwd=ROOT,
+        env=cli_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not flag.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the run was never created"
+        time.sleep(0.02)
+    process.send_signal(stop)
+    time.sleep(0.3)
+    flag.with_suffix(".go").write_text("go")
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + stop.value, stderr[-3000:]
+    (run,) = all_runs(store(tmp_path))
+    assert run.info.status == "KILLED", stderr[-3000:]
+    assert run.data.tags["lightsweep.failure_reason"] == f"interrupted ({stop.name})"
