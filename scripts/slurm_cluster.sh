@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A one-node SLURM cluster with accounting on this machine: where cluster sweeps
-# (hydra/launcher=submitit_slurm) run for real in the tests, and where a team rehearses one.
+# (hydra/launcher=slurm) run for real in the tests, and where a team rehearses one.
 #
 #   scripts/slurm_cluster.sh start    # (make slurm) start, or finish starting, everything; idempotent
 #   scripts/slurm_cluster.sh status   # exit 0 when every daemon runs and the node answers
@@ -15,7 +15,7 @@
 # (the database), state/, spool/, log/, pids/. The database password is generated once into
 # etc/db-password and etc/slurmdbd.conf (both mode 600); it never appears on a command line.
 #
-# Clients (sbatch, squeue, sacct, and sweeps launched with hydra/launcher=submitit_slurm) find the
+# Clients (sbatch, squeue, sacct, and sweeps launched with hydra/launcher=slurm) find the
 # cluster through SLURM_CONF: `start` prints the export line.
 #
 # Settings (environment):

@@ -29,7 +29,7 @@ def test_groups_have_the_promised_options():
         "circles",
     }
     assert options("optimizer") == ["adagrad", "adam", "adamw", "momentum", "nesterov", "rmsprop", "sgd"]
-    assert options("scheduler") == ["cosine", "none", "step"]
+    assert options("scheduler") == ["cosine", "default", "none", "step"]
     assert set(options("trainer")) >= {"default", "cpu", "gpu", "ddp_cpu"}
     assert set(options("logger")) == {"mlflow", "mlflow_server", "none"}
 
@@ -55,12 +55,32 @@ def test_scheduler_options(make_cfg, name):
     import torch
 
     cfg = make_cfg(f"scheduler={name}")
-    if name == "none":
+    if name in ("none", "default"):  # softmax's default: constant
         assert not cfg.scheduler
         return
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     scheduler = instantiate(cfg.scheduler)(optimizer=optimizer)
     assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["model=mlp"], "CosineAnnealingLR"),  # the MLP's own default (conf/model_scheduler/mlp_default.yaml)
+        (["model=mlp", "scheduler=none"], None),  # a choice on the command line wins
+        (["model=mlp", "scheduler=step"], "StepLR"),
+        (["model=softmax"], None),
+        (["model=logistic", "scheduler=cosine"], "CosineAnnealingLR"),
+    ],
+)
+def test_a_model_picks_its_default_schedule_and_the_command_line_wins(make_cfg, overrides, expected):
+    cfg = make_cfg(*overrides)
+    assert (cfg.scheduler._target_.rsplit(".", 1)[-1] if cfg.scheduler else None) == expected
+    assert cfg.model._target_.endswith(
+        {"model=mlp": "MLPClassifier", "model=softmax": "SoftmaxRegression", "model=logistic": "LogisticRegression"}[
+            overrides[0]
+        ]
+    )
 
 
 # data option -> (input_dim, num_classes)

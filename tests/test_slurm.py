@@ -1,6 +1,6 @@
 """Cluster sweeps on a real SLURM: scripts/slurm_cluster.sh starts a one-node cluster with accounting
 (munged, MariaDB, slurmdbd, slurmctld, slurmd, all on loopback); sweeps with
-hydra/launcher=submitit_slurm run on it end to end, through lightsweep's launcher
+hydra/launcher=slurm run on it end to end, through lightsweep's launcher
 (src/hydra_plugins/lightsweep_submitit); the script stops everything and leaves nothing behind.
 
 Slow tier. The SLURM packages come from scripts/team_deps.sh (CI installs them); where they are
@@ -51,7 +51,7 @@ BINARIES = (
 PACKAGES = "make team-deps, or apt-get install -y slurm-wlm munge slurmdbd mariadb-server"
 # One CPU per job (this node has 2), little memory, a few batches: seconds per job once it runs.
 SLURM = [
-    "hydra/launcher=submitit_slurm",
+    "hydra/launcher=slurm",
     "hydra.launcher.cpus_per_task=1",
     "hydra.launcher.mem_gb=1",
     "hydra.launcher.timeout_min=5",
@@ -292,7 +292,7 @@ def test_a_request_the_cluster_cannot_meet_fails_at_submission_in_one_line(clust
     (the cluster enforces its limits at submission) and the sweep says what to change."""
     result = run_sweep(
         tmp_path,
-        "hydra/launcher=submitit_slurm",
+        "hydra/launcher=slurm",
         *TINY,
         "optimizer=sgd,adam",
         env=sweep_env(cluster, tmp_path),

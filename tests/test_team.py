@@ -63,11 +63,13 @@ def test_server_logger_defaults_to_the_local_server_and_env_wins(make_cfg, monke
     assert make_cfg("logger=mlflow_server").logger.mlflow.tracking_uri == "http://mlflow.team.example:5000"
 
 
-def test_slurm_launcher_has_lightsweep_defaults(make_cfg, monkeypatch):
+def test_slurm_launcher_has_lightsweep_defaults(make_cfg, monkeypatch, recwarn):
     monkeypatch.setenv("LIGHTSWEEP_SLURM_PARTITION", "gpu-short")
-    cfg = make_cfg("hydra/launcher=submitit_slurm")
+    cfg = make_cfg("hydra/launcher=slurm")
+    # It extends the plugin's schema (Hydra's "extending configs"), rather than replacing it by name.
+    assert not [w for w in recwarn if "ConfigStore schema" in str(w.message)]
     launcher = cfg.hydra.launcher
-    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher._target_ == "hydra_plugins.lightsweep_submitit.slurm_launcher.LightsweepSlurmLauncher"
     assert (launcher.timeout_min, launcher.cpus_per_task, launcher.mem_gb, launcher.tasks_per_node) == (60, 4, 16, 1)
     assert launcher.partition == "gpu-short" and launcher.account is None
     assert launcher.setup == ["export OMP_NUM_THREADS=4"]
@@ -88,7 +90,7 @@ def test_slurm_launcher_has_lightsweep_defaults(make_cfg, monkeypatch):
 def test_cluster_sweep_warns_about_stores_nodes_cannot_reach(make_cfg, capsys, uri, warned):
     from lightsweep.sweeps.hydra_callbacks import _warn_if_nodes_cannot_reach
 
-    _warn_if_nodes_cannot_reach(make_cfg("hydra/launcher=submitit_slurm"), uri)
+    _warn_if_nodes_cannot_reach(make_cfg("hydra/launcher=slurm"), uri)
     err = capsys.readouterr().err
     assert (warned in err) if warned else err == ""
     _warn_if_nodes_cannot_reach(make_cfg(), uri)  # local launchers: nothing to say

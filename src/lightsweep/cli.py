@@ -24,9 +24,6 @@ from lightsweep.startup import pause_gc
 
 log = logging.getLogger("lightsweep")
 
-# conf/hydra/launcher/submitit_{slurm,local}.yaml replace the plugin's configs by name on purpose (same
-# fields, lightsweep's defaults); Hydra still validates them against the plugin's schema, and warns.
-warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_\w+' is validated against ConfigStore schema")
 # Lightning 2.6's CombinedLoader uses torch's pytree in a way torch 2.14 deprecates: one line per
 # run that the user can do nothing about.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")

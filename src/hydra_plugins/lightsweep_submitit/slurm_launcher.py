@@ -1,4 +1,4 @@
-"""`hydra/launcher=submitit_slurm`: hydra-submitit-launcher's SLURM launcher, made to finish a sweep.
+"""`hydra/launcher=slurm`: hydra-submitit-launcher's SLURM launcher, made to finish a sweep.
 
 hydra-submitit-launcher 1.2 collects results with `[j.results()[0] for j in jobs]`: the first job
 that fails raises, later jobs are not waited for, and Hydra skips `on_multirun_end` (no report, runs

@@ -21,7 +21,7 @@ class MLflowSweepCallback(Callback):
 
     Jobs find the parent through a small file in the sweep dir and log as its children; they never
     create the schema, the experiment or a run by name, so parallel jobs cannot race on them. Jobs on
-    other hosts (hydra/launcher=submitit_slurm) therefore need the sweep dir on shared storage, and a
+    other hosts (hydra/launcher=slurm) therefore need the sweep dir on shared storage, and a
     tracking server they can reach.
     """
 
