@@ -1,0 +1,162 @@
+"""`hydra/launcher=vectorized`: trains a sweep's compatible jobs together, as one batched model.
+
+This module is the launcher's generic part. `launch` first plans the sweep (`plan`): it composes every
+job's config, numbered as Hydra's basic launcher numbers them, and splits the jobs into ordered units.
+A unit is either one job, run exactly as Hydra's basic launcher runs it (its own output dir,
+`.hydra/` files, callbacks and JobReturn), or a group of compatible jobs to be trained together.
+
+Which jobs are compatible is decided by one hook, `group_key(sweep_config)`: jobs with the same
+non-None key form a group (split into groups of at most `max_members`), None runs the job alone. This
+version has no batched training yet: `group_key` returns None for every job, so every job runs alone
+and the launcher behaves like the basic one. The batched path implements `group_key` and `run_group`.
+
+Differences from the basic launcher: every job's config is composed before the first job runs (to
+group them), so a sweep whose Nth job fails to compose stops before running any job rather than
+after the first N-1.
+"""
+
+# No `from __future__ import annotations`: Hydra's plugin scan executes this module outside
+# sys.modules, where dataclasses cannot resolve string annotations.
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Hashable, List, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VectorizedLauncherConf:
+    _target_: str = "hydra_plugins.lightsweep_vectorized.vectorized_launcher.VectorizedLauncher"
+    # the most jobs trained together as one model (bounds a group's memory); larger groups are split
+    max_members: int = 64
+
+
+ConfigStore.instance().store(
+    group="hydra/launcher", name="vectorized", node=VectorizedLauncherConf, provider="lightsweep"
+)
+
+
+@dataclass
+class Job:
+    """One job of the sweep: its number (hydra.job.num / id), its overrides and its composed config."""
+
+    idx: int
+    overrides: List[str]
+    config: DictConfig
+
+
+@dataclass
+class Unit:
+    """What `launch` runs in one go: one job alone (key None), or a group of jobs sharing `key`."""
+
+    key: Optional[Hashable]
+    jobs: List[Job] = field(default_factory=list)
+
+
+class VectorizedLauncher(Launcher):
+    def __init__(self, max_members: int = 64) -> None:
+        super().__init__()
+        if int(max_members) < 1:
+            raise ValueError(f"hydra.launcher.max_members must be at least 1, not {max_members}")
+        self.max_members = int(max_members)
+        self.config: Optional[DictConfig] = None
+        self.task_function: Optional[TaskFunction] = None
+        self.hydra_context: Optional[HydraContext] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+
+    # --- the extension point of the batched path -------------------------------------------------------
+
+    def group_key(self, sweep_config: DictConfig) -> Optional[Hashable]:
+        """The key of the group `sweep_config`'s job can be trained in; None: the job runs alone.
+
+        Jobs with equal keys are trained together as one batched model, so a key must cover everything
+        that has to be the same for that (the model's architecture, the data, the trainer's schedule).
+        Not implemented yet: every job runs alone.
+        """
+        return None
+
+    def run_group(self, unit: Unit) -> List[JobReturn]:
+        """Train a group of compatible jobs as one model; one JobReturn per job, in `unit.jobs` order."""
+        raise NotImplementedError("batched training of a group is not implemented yet (issue 14)")
+
+    # --- planning ------------------------------------------------------------------------------------
+
+    def plan(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> List[Unit]:
+        """Compose each job's config and split the jobs into units, ordered by their first job.
+
+        Jobs are numbered `initial_job_idx`, `initial_job_idx + 1`, ... in the order of `job_overrides`
+        (hydra.job.id and hydra.job.num, as the basic launcher sets them). Jobs with the same non-None
+        `group_key` go into groups of at most `max_members`, in sweep order.
+        """
+        assert self.hydra_context is not None and self.config is not None
+        units: List[Unit] = []
+        open_groups: Dict[Hashable, Unit] = {}  # key -> its group still taking members
+        for offset, overrides in enumerate(job_overrides):
+            idx = initial_job_idx + offset
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = idx
+                sweep_config.hydra.job.num = idx
+            job = Job(idx=idx, overrides=list(overrides), config=sweep_config)
+            key = self.group_key(sweep_config)
+            if key is None:
+                units.append(Unit(key=None, jobs=[job]))
+                continue
+            group = open_groups.get(key)
+            if group is None or len(group.jobs) >= self.max_members:
+                group = open_groups[key] = Unit(key=key)
+                units.append(group)
+            group.jobs.append(job)
+        return units
+
+    # --- running -------------------------------------------------------------------------------------
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        setup_globals()
+        assert self.config is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+
+        units = self.plan(job_overrides, initial_job_idx)
+        groups = [unit for unit in units if len(unit.jobs) > 1]
+        log.info(
+            "Vectorized launcher: %d jobs, %d groups, %d run alone",
+            len(job_overrides),
+            len(groups),
+            len(units) - len(groups),
+        )
+        returns: Dict[int, JobReturn] = {}
+        for unit in units:
+            for job in unit.jobs:
+                log.info("\t#%d : %s", job.idx, " ".join(filter_overrides(job.overrides)))
+            if len(unit.jobs) == 1:
+                results = [self.run_alone(unit.jobs[0])]
+            else:
+                results = self.run_group(unit)
+                assert len(results) == len(unit.jobs), "run_group returns one JobReturn per job"
+            for job, result in zip(unit.jobs, results):
+                returns[job.idx] = result
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return [returns[initial_job_idx + offset] for offset in range(len(job_overrides))]
+
+    def run_alone(self, job: Job) -> JobReturn:
+        """Run one job as Hydra's basic launcher does: in the sweep's subdir, with Hydra's callbacks."""
+        assert self.hydra_context is not None and self.task_function is not None
+        return run_job(
+            hydra_context=self.hydra_context,
+            task_function=self.task_function,
+            config=job.config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
