@@ -1,0 +1,1 @@
+"""Vectorized sweeps: M members of a sweep trained together as one batched model (leading member dimension M)."""

@@ -1,0 +1,425 @@
+"""torch.optim update rules for M sweep members trained as one batched model.
+
+Every parameter has a leading member dimension M. `MemberOptimizer` applies to each member slice
+`p[m]` exactly the update its separate job's `torch.optim` optimizer would (the single-tensor code
+paths of SGD, Adam, AdamW, Adagrad and RMSprop, same operation order), with that member's own
+hyperparameters. Members are grouped by update rule; within a rule every hyperparameter is a (M_rule,)
+tensor broadcast over the member dimension, so a step is a few tensor ops per parameter and rule,
+with no Python loop over members.
+
+Per-member learning rate: `optimizer.member_lr`, a float64 tensor of shape (M,) (it is
+`param_groups[0]["lr"]`, so it is saved with the optimizer). Whatever sets it in place
+(`optimizer.member_lr[m] = 0.01`, `optimizer.member_lr.mul_(...)`) takes effect at the next step;
+`MemberLRScheduler` does so once per epoch for StepLR and CosineAnnealingLR members.
+
+Stopped members: `optimizer.active` (M,) bool (`param_groups[0]["active"]`). A member set inactive
+keeps its parameters and optimizer state bit for bit; its step count stops too.
+
+State (`optimizer.state[p]`): one dict per rule present, `{"sgd"|"adam"|"adagrad"|"rmsprop": {...}}`,
+each holding "step" (M_rule,) float64 (steps taken while active) and the rule's buffers, shaped
+(M_rule, *p.shape[1:]), named as torch names them. `state_dict()` also stores the member specs, and
+`load_state_dict` refuses a state saved for other members. `member_state_dict(m)` returns member m's
+state as the state_dict of its torch optimizer over a single model whose parameters are the member
+slices, in the same order: `torch.optim.Adam(model.parameters()).load_state_dict(...)` continues it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim.lr_scheduler import LRScheduler
+
+# Spec name -> torch class. Adam and AdamW share one rule ("adam") with a per-member decoupled flag.
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "adagrad": torch.optim.Adagrad,
+    "rmsprop": torch.optim.RMSprop,
+}
+RULES = {"sgd": "sgd", "adam": "adam", "adamw": "adam", "adagrad": "adagrad", "rmsprop": "rmsprop"}
+
+# Options that change only the kernel or autograd, never the arithmetic of a step: accepted, ignored.
+MATH_NEUTRAL = {"foreach", "fused", "capturable", "differentiable"}
+# Per rule, the torch group keys the vectorized rule implements.
+SUPPORTED = {
+    "sgd": {"lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize"},
+    "adam": {"lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay"},
+    "adagrad": {"lr", "lr_decay", "weight_decay", "eps", "initial_accumulator_value", "maximize"},
+    "rmsprop": {"lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize"},
+}
+
+
+def resolve_target(target: Any) -> str:
+    """Spec name ("adam", ...) of a torch.optim class, its dotted path (Hydra `_target_`) or a spec name."""
+    for name, cls in OPTIMIZERS.items():
+        dotted = (f"torch.optim.{cls.__name__}", f"{cls.__module__}.{cls.__qualname__}")
+        if target is cls or target == name or target in dotted:
+            return name
+    raise ValueError(f"vectorized sweeps do not support optimizer {target!r}; supported: {sorted(OPTIMIZERS)}")
+
+
+def member_spec(target: Any, kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One member's spec `{"name": ..., **hyperparameters}` (torch defaults filled in) from its optimizer.
+
+    `target` is a Hydra `_target_` string, a torch.optim class, a spec name, or the `functools.partial`
+    that Hydra builds from a `_partial_: true` optimizer config (then its keywords are the kwargs).
+    Raises ValueError naming the first option that the vectorized rules cannot reproduce.
+    """
+    kwargs = dict(kwargs or {})
+    if isinstance(target, functools.partial):
+        kwargs = {**target.keywords, **kwargs}
+        target = target.func
+    name = resolve_target(target)
+    cls = OPTIMIZERS[name]
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "params"}
+    for key in kwargs:
+        if key not in accepted:
+            raise ValueError(f"{cls.__name__} has no option {key!r}")
+    kwargs = {k: (v.item() if isinstance(v, Tensor) else v) for k, v in kwargs.items()}
+    if "betas" in kwargs:
+        kwargs["betas"] = tuple(float(b) for b in kwargs["betas"])
+    # The torch class itself validates the values and fills in its defaults.
+    group = dict(cls([torch.zeros(1)], **kwargs).param_groups[0])
+    del group["params"]
+    for key, value in group.items():
+        if key in MATH_NEUTRAL:
+            continue
+        if key not in SUPPORTED[RULES[name]]:
+            raise ValueError(f"{cls.__name__} option {key!r} is not supported by vectorized sweeps")
+        if key == "maximize" and value:
+            raise ValueError(f"{cls.__name__} option 'maximize' is not supported by vectorized sweeps")
+    return {"name": name, **{k: v for k, v in group.items() if k in accepted and k not in MATH_NEUTRAL}}
+
+
+def normalize(member: Mapping[str, Any]) -> dict[str, Any]:
+    """`member_spec` of a spec dict `{"name": ..., **hyperparameters}`."""
+    return member_spec(member["name"], {k: v for k, v in member.items() if k != "name"})
+
+
+def bcast(values: Tensor, like: Tensor) -> Tensor:
+    """(M_r,) -> (M_r, 1, ..., 1) in `like`'s dtype, to broadcast over a batched tensor."""
+    if values.dtype != torch.bool:
+        values = values.to(like.dtype)
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def keep(active: Tensor, new: Tensor, old: Tensor) -> Tensor:
+    return torch.where(bcast(active, old), new, old)
+
+
+class Rule:
+    """The members of one update rule: their positions in the member dimension and hyperparameters."""
+
+    def __init__(self, name: str, members: Sequence[int], specs: Sequence[Mapping[str, Any]], device):
+        self.name = name
+        self.members = list(members)
+        self.index = torch.tensor(self.members, dtype=torch.long, device=device)
+
+        def hp(get) -> Tensor:
+            return torch.tensor([get(s) for s in specs], dtype=torch.float64, device=device)
+
+        def flag(key: str) -> Tensor:
+            return torch.tensor([bool(s.get(key, False)) for s in specs], device=device)
+
+        h: dict[str, Tensor] = {"weight_decay": hp(lambda s: s["weight_decay"])}
+        if name == "sgd":
+            h.update(momentum=hp(lambda s: s["momentum"]), dampening=hp(lambda s: s["dampening"]))
+            h["nesterov"] = flag("nesterov")
+        elif name == "adam":
+            h.update(beta1=hp(lambda s: s["betas"][0]), beta2=hp(lambda s: s["betas"][1]), eps=hp(lambda s: s["eps"]))
+            h["amsgrad"] = flag("amsgrad")
+            h["decoupled"] = torch.tensor(
+                [s["name"] == "adamw" or bool(s.get("decoupled_weight_decay")) for s in specs], device=device
+            )
+        elif name == "adagrad":
+            h.update(lr_decay=hp(lambda s: s["lr_decay"]), eps=hp(lambda s: s["eps"]))
+            h["initial_accumulator_value"] = hp(lambda s: s["initial_accumulator_value"])
+        else:
+            h.update(alpha=hp(lambda s: s["alpha"]), eps=hp(lambda s: s["eps"]), momentum=hp(lambda s: s["momentum"]))
+            h["centered"] = flag("centered")
+        self.h = h
+
+    def init_state(self, p: Tensor) -> dict[str, Tensor]:
+        shape = (len(self.members), *p.shape[1:])
+        st = {"step": torch.zeros(len(self.members), dtype=torch.float64, device=p.device)}
+
+        def zeros() -> Tensor:
+            return torch.zeros(shape, dtype=p.dtype, device=p.device)
+
+        h = self.h
+        if self.name == "sgd" and bool((h["momentum"] != 0).any()):
+            st["momentum_buffer"] = zeros()
+        elif self.name == "adam":
+            st["exp_avg"], st["exp_avg_sq"] = zeros(), zeros()
+            if bool(h["amsgrad"].any()):
+                st["max_exp_avg_sq"] = zeros()
+        elif self.name == "adagrad":
+            st["sum"] = zeros() + bcast(h["initial_accumulator_value"], p)
+        elif self.name == "rmsprop":
+            st["square_avg"] = zeros()
+            if bool((h["momentum"] > 0).any()):
+                st["momentum_buffer"] = zeros()
+            if bool(h["centered"].any()):
+                st["grad_avg"] = zeros()
+        return st
+
+    def update(self, p: Tensor, g: Tensor, st: dict[str, Tensor], lr: Tensor, active: Tensor) -> Tensor:
+        """New values of the rule's member slices `p` (inactive ones unchanged); updates `st` in place."""
+        h = {k: bcast(v, p) for k, v in self.h.items()}
+        step = st["step"] + active.to(torch.float64)
+        st["step"] = step
+        lr_b = bcast(lr, p)
+        if self.name == "sgd":
+            # Coupled weight decay; a zero decay adds an exact 0 (torch skips the add).
+            g = g + h["weight_decay"] * p
+            # torch's first momentum step stores the gradient itself (no dampening).
+            first = bcast(step == 1, p)
+            buf = st.get("momentum_buffer")
+            if buf is not None:
+                new_buf = torch.where(first, g, buf * h["momentum"] + (1 - h["dampening"]) * g)
+                st["momentum_buffer"] = keep(active, new_buf, buf)
+                d = torch.where(h["nesterov"], g + h["momentum"] * new_buf, new_buf)
+                g = torch.where(h["momentum"] != 0, d, g)
+            return p + (-lr_b) * g
+        if self.name == "adam":
+            decoupled = h["decoupled"]
+            p = torch.where(decoupled, p * (1 - lr_b * h["weight_decay"]), p)
+            g = torch.where(decoupled, g, g + h["weight_decay"] * p)
+            st["exp_avg"] = keep(active, st["exp_avg"].lerp(g, 1 - h["beta1"]), st["exp_avg"])
+            sq = keep(active, st["exp_avg_sq"] * h["beta2"] + (1 - h["beta2"]) * g * g, st["exp_avg_sq"])
+            st["exp_avg_sq"] = sq
+            s = step.view_as(lr_b)
+            beta1, beta2 = self.h["beta1"].view_as(lr_b), self.h["beta2"].view_as(lr_b)
+            # Scalar per-member coefficients in float64, as torch computes them in Python floats.
+            step_size = (bcast(lr, s) / (1 - beta1**s)).to(p.dtype)
+            bc2_sqrt = ((1 - beta2**s) ** 0.5).to(p.dtype)
+            if "max_exp_avg_sq" in st:
+                st["max_exp_avg_sq"] = keep(active, torch.maximum(st["max_exp_avg_sq"], sq), st["max_exp_avg_sq"])
+                sq = torch.where(h["amsgrad"], st["max_exp_avg_sq"], sq)
+            denom = sq.sqrt() / bc2_sqrt + h["eps"]
+            return p + (-step_size) * st["exp_avg"] / denom
+        if self.name == "adagrad":
+            g = g + h["weight_decay"] * p
+            clr = (bcast(lr, step) / (1 + (step - 1) * self.h["lr_decay"])).to(p.dtype)
+            st["sum"] = keep(active, st["sum"] + g * g, st["sum"])
+            std = st["sum"].sqrt() + h["eps"]
+            return p + (-bcast(clr, p)) * g / std
+        # rmsprop
+        g = g + h["weight_decay"] * p
+        alpha = h["alpha"]
+        sq = st["square_avg"] * alpha + (1 - alpha) * g * g
+        st["square_avg"] = keep(active, sq, st["square_avg"])
+        avg = sq.sqrt()
+        if "grad_avg" in st:
+            grad_avg = st["grad_avg"].lerp(g, 1 - alpha)
+            st["grad_avg"] = keep(active, grad_avg, st["grad_avg"])
+            avg = torch.where(h["centered"], (sq - grad_avg * grad_avg).sqrt(), avg)
+        avg = avg + h["eps"]
+        d = g / avg
+        if "momentum_buffer" in st:
+            buf = st["momentum_buffer"] * h["momentum"] + d
+            st["momentum_buffer"] = keep(active, buf, st["momentum_buffer"])
+            d = torch.where(h["momentum"] > 0, buf, d)
+        return p + (-lr_b) * d
+
+
+def scalar_step(value: float) -> Tensor:
+    """A torch.optim "step" state entry: a CPU float tensor, float64 only under a float64 default dtype."""
+    dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+    return torch.tensor(value, dtype=dtype)
+
+
+class MemberOptimizer(torch.optim.Optimizer):
+    """One optimizer for M members: `members[m]` is member m's spec (`member_spec` or `{"name": ..., **kw}`).
+
+    `params`: the batched parameters (one group), each with leading dimension M = len(members).
+    """
+
+    def __init__(self, params: Iterable[Tensor], members: Sequence[Mapping[str, Any]]):
+        self.members = [normalize(m) for m in members]
+        params = list(params)
+        if not params:
+            raise ValueError("MemberOptimizer got no parameters")
+        n = len(self.members)
+        device = params[0].device
+        for p in params:
+            if p.dim() == 0 or p.shape[0] != n:
+                raise ValueError(f"a parameter of shape {tuple(p.shape)} has no leading member dimension {n}")
+        lr = torch.tensor([float(m["lr"]) for m in self.members], dtype=torch.float64, device=device)
+        super().__init__(params, {"lr": lr, "active": torch.ones(n, dtype=torch.bool, device=device)})
+        self.rules = []
+        for rule in dict.fromkeys(RULES[m["name"]] for m in self.members):
+            idx = [i for i, m in enumerate(self.members) if RULES[m["name"]] == rule]
+            self.rules.append(Rule(rule, idx, [self.members[i] for i in idx], device))
+        self.rule_of = {i: (r, pos) for r in self.rules for pos, i in enumerate(r.members)}
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        # One group: the member hyperparameters and lrs apply to every parameter.
+        if self.param_groups:
+            raise ValueError("MemberOptimizer holds a single parameter group")
+        super().add_param_group(param_group)
+
+    @property
+    def member_lr(self) -> Tensor:
+        return self.param_groups[0]["lr"]
+
+    @property
+    def active(self) -> Tensor:
+        return self.param_groups[0]["active"]
+
+    @active.setter
+    def active(self, mask: Tensor) -> None:
+        self.param_groups[0]["active"].copy_(mask)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        lr, active = self.member_lr, self.active
+        for p in self.param_groups[0]["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse or p.is_complex():
+                raise ValueError("MemberOptimizer supports dense real parameters only")
+            state = self.state[p]
+            for rule in self.rules:
+                st = state.get(rule.name)
+                if st is None:
+                    st = state[rule.name] = rule.init_state(p)
+                old = p.index_select(0, rule.index)
+                act = active.index_select(0, rule.index)
+                new = rule.update(old, p.grad.index_select(0, rule.index), st, lr.index_select(0, rule.index), act)
+                p.index_copy_(0, rule.index, keep(act, new, old))
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "members": [dict(m) for m in self.members]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("members")
+        if saved is not None and [normalize(m) for m in saved] != self.members:
+            raise ValueError("this optimizer state was saved for other sweep members")
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "members"})
+        group = self.param_groups[0]
+        device = group["params"][0].device
+        group["lr"] = group["lr"].to(device=device, dtype=torch.float64)
+        group["active"] = group["active"].to(device=device, dtype=torch.bool)
+
+    def member_state_dict(self, member: int) -> dict[str, Any]:
+        """Member `member`'s state as its torch optimizer's state_dict over the member's own parameters."""
+        spec = self.members[member]
+        rule, pos = self.rule_of[member]
+        cls = OPTIMIZERS[spec["name"]]
+        params = self.param_groups[0]["params"]
+        # A real torch optimizer supplies the exact group layout that its load_state_dict expects.
+        kwargs = {k: v for k, v in spec.items() if k != "name"}
+        group = cls([torch.zeros(1)], **kwargs).state_dict()["param_groups"][0]
+        group.update(lr=float(self.member_lr[member]), params=list(range(len(params))))
+        state: dict[int, dict[str, Tensor]] = {}
+        for i, p in enumerate(params):
+            st = self.state.get(p, {}).get(rule.name)
+            steps = 0.0 if st is None else float(st["step"][pos])
+            if rule.name == "adagrad":  # torch creates Adagrad's state in __init__
+                acc = torch.full_like(p.detach()[member], spec["initial_accumulator_value"])
+                state[i] = {"step": scalar_step(steps), "sum": acc if st is None else st["sum"][pos].clone()}
+                continue
+            if steps == 0:  # torch creates the other states at the first step
+                continue
+            if rule.name == "sgd":
+                if spec["momentum"] != 0:
+                    state[i] = {"momentum_buffer": st["momentum_buffer"][pos].clone()}
+                continue
+            keys = {"adam": ["exp_avg", "exp_avg_sq"], "rmsprop": ["square_avg"]}[rule.name]
+            if spec.get("amsgrad"):
+                keys.append("max_exp_avg_sq")
+            if rule.name == "rmsprop" and spec["momentum"] > 0:
+                keys.append("momentum_buffer")
+            if spec.get("centered"):
+                keys.append("grad_avg")
+            state[i] = {"step": scalar_step(steps), **{k: st[k][pos].clone() for k in keys}}
+        return {"state": state, "param_groups": [group]}
+
+
+def schedule_spec(target: Any = None, kwargs: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """One member's lr schedule from its scheduler `_target_` (or Hydra partial); None: constant lr."""
+    kwargs = dict(kwargs or {})
+    if isinstance(target, functools.partial):
+        kwargs = {**target.keywords, **kwargs}
+        target = target.func
+    if target is None:
+        return None
+    classes = {"step": torch.optim.lr_scheduler.StepLR, "cosine": torch.optim.lr_scheduler.CosineAnnealingLR}
+    for name, cls in classes.items():
+        if target is cls or target == name or target in (f"torch.optim.lr_scheduler.{cls.__name__}",):
+            signature = inspect.signature(cls.__init__).parameters
+            for key, value in kwargs.items():
+                if key not in signature or key in ("self", "optimizer") or (key == "last_epoch" and value != -1):
+                    raise ValueError(f"{cls.__name__} option {key!r} is not supported by vectorized sweeps")
+            defaults = {k: v.default for k, v in signature.items() if k not in ("self", "optimizer", "last_epoch")}
+            spec = {**defaults, **kwargs}
+            if any(v is inspect.Parameter.empty for v in spec.values()):
+                raise ValueError(f"{cls.__name__} needs {[k for k, v in spec.items() if v is inspect.Parameter.empty]}")
+            return {"name": name, **spec}
+    raise ValueError(f"vectorized sweeps do not support lr scheduler {target!r}; supported: StepLR, CosineAnnealingLR")
+
+
+class MemberLRScheduler(LRScheduler):
+    """Per-member StepLR / CosineAnnealingLR, stepped once per epoch, writing `optimizer.member_lr` in place.
+
+    `schedules[m]`: `schedule_spec(...)` of member m, or None for a constant lr. Follows torch's
+    recursive (chainable) formulas, so the lrs equal torch's epoch by epoch.
+    """
+
+    def __init__(self, optimizer: MemberOptimizer, schedules: Sequence[Mapping[str, Any] | None]):
+        # LRScheduler.__init__ is not called: it would alias the lr tensor as "initial_lr" and step once.
+        self.optimizer = optimizer
+        lr = optimizer.member_lr
+        if len(schedules) != lr.numel():
+            raise ValueError(f"{len(schedules)} schedules for {lr.numel()} members")
+        specs = [
+            schedule_spec(s["name"], {k: v for k, v in s.items() if k != "name"}) if s else None for s in schedules
+        ]
+
+        def col(key: str, default: float) -> Tensor:
+            values = [float(s[key]) if s and key in s else default for s in specs]
+            return torch.tensor(values, dtype=torch.float64, device=lr.device)
+
+        self.kind = torch.tensor([{None: 0, "step": 1, "cosine": 2}[s and s["name"]] for s in specs], device=lr.device)
+        self.step_size, self.gamma = col("step_size", 1.0), col("gamma", 1.0)
+        self.t_max, self.eta_min = col("T_max", 1.0), col("eta_min", 0.0)
+        self.base_lrs = [lr.clone()]
+        self.last_epoch = 0
+
+    def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
+        if epoch is not None:
+            raise ValueError("MemberLRScheduler steps one epoch at a time")
+        self.last_epoch += 1
+        e = self.last_epoch
+        lr, base, t, eta = self.optimizer.member_lr, self.base_lrs[0], self.t_max, self.eta_min
+        step_lr = torch.where(torch.remainder(torch.full_like(lr, e), self.step_size) == 0, lr * self.gamma, lr)
+        restart = torch.remainder(e - 1 - t, 2 * t) == 0
+        cos_lr = torch.where(
+            restart,
+            lr + (base - eta) * (1 - torch.cos(math.pi / t)) / 2,
+            (1 + torch.cos(math.pi * e / t)) / (1 + torch.cos(math.pi * (e - 1) / t)) * (lr - eta) + eta,
+        )
+        lr.copy_(torch.where(self.kind == 1, step_lr, torch.where(self.kind == 2, cos_lr, lr)))
+
+    def get_last_lr(self) -> list[Tensor]:
+        return [self.optimizer.member_lr.clone()]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_epoch": self.last_epoch, "base_lrs": [b.clone() for b in self.base_lrs]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.last_epoch = state_dict["last_epoch"]
+        self.base_lrs = [b.to(self.optimizer.member_lr.device) for b in state_dict["base_lrs"]]
