@@ -12,7 +12,6 @@ from lightsweep.errors import LightsweepError
 
 def build(cfg: DictConfig, run=None, tested: bool = True):
     """(datamodule, model, trainer) for `cfg`; `run` (a tracking.setup.RunHandle) gets the logger."""
-    import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ProgressBar
 
     from lightsweep.callbacks import EpochHistory, RandomState, RunArtifacts, SignalCheck
@@ -21,13 +20,7 @@ def build(cfg: DictConfig, run=None, tested: bool = True):
     from lightsweep.tracking.setup import hydra_choices
 
     limit_threads(cfg.get("threads"))
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg, "data", _convert_="all")
-    optimizer = instantiate(cfg, "optimizer")
-    scheduler = instantiate(cfg, "scheduler") if cfg.get("scheduler") else None
-    # Plain lists, not ListConfig, so the checkpoint loads with torch.load(weights_only=True).
-    model = instantiate(cfg, "model", optimizer=optimizer, scheduler=scheduler, _convert_="all")
-    check_optimizer(cfg, model)
+    datamodule, model = build_model(cfg)
     callbacks = [
         instantiate(cfg, f"callbacks.{name}")
         for name, c in (cfg.get("callbacks") or {}).items()
@@ -48,6 +41,21 @@ def build(cfg: DictConfig, run=None, tested: bool = True):
         logger = instantiate(cfg, "logger.mlflow", run_id=run.run_id, tracking_uri=run.tracking_uri)
     trainer = instantiate(cfg, "trainer", callbacks=callbacks, logger=logger)
     return datamodule, model, trainer
+
+
+def build_model(cfg: DictConfig):
+    """(datamodule, model) for `cfg`, seeded: the model's initial weights are the run's (a vectorized
+    sweep builds each member's this way too)."""
+    import pytorch_lightning as pl
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg, "data", _convert_="all")
+    optimizer = instantiate(cfg, "optimizer")
+    scheduler = instantiate(cfg, "scheduler") if cfg.get("scheduler") else None
+    # Plain lists, not ListConfig, so the checkpoint loads with torch.load(weights_only=True).
+    model = instantiate(cfg, "model", optimizer=optimizer, scheduler=scheduler, _convert_="all")
+    check_optimizer(cfg, model)
+    return datamodule, model
 
 
 def instantiate(cfg: DictConfig, key: str, **kwargs):

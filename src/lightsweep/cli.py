@@ -33,14 +33,20 @@ warnings.filterwarnings("ignore", message=r"The `srun` command is available")
 
 def task(cfg: DictConfig):
     """One run, or one job of a sweep. Returns `cfg.optimized_metric` (for Optuna) or all metrics."""
+    from lightsweep.train import train
+
+    return for_sweeper(cfg, guarded(cfg, train))
+
+
+def guarded(cfg: DictConfig, work):
+    """`work(cfg)` with the command line's handling of what goes wrong: a signal exits 130/143 (the run
+    is KILLED); a user error exits 2 in one line; in a sweep a failed job returns {"failed": reason}
+    (its run is FAILED) so that the other jobs, the report and an Optuna study go on."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from lightsweep.train import train
-
-    objective = cfg.get("optimized_metric")
     try:
-        metrics = train(cfg)
+        return work(cfg)
     except BaseException as err:
         if (signal_name := interrupts.interruption(err)) is None and not isinstance(err, Exception):
             raise
@@ -58,12 +64,20 @@ def task(cfg: DictConfig):
                 raise  # a bug, or asked for: keep the traceback
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
-        # In a sweep the job is already FAILED in MLflow; returning (not raising) lets the other
-        # jobs, the report and an Optuna study go on. A failed trial scores `objective_on_failure`.
         log.error("job failed: %s: %s", type(err).__name__, err)
         print(f"job failed: {err}", file=sys.stderr)
-        return cfg.get("objective_on_failure", float("nan")) if objective else {"failed": str(err)}
-    return metrics.get(objective) if objective else metrics
+        return {"failed": str(err)}
+
+
+def for_sweeper(cfg: DictConfig, result):
+    """What a job returns to its sweeper: `optimized_metric`'s value (a failed trial scores
+    `objective_on_failure`), or all metrics."""
+    objective = cfg.get("optimized_metric")
+    if not objective:
+        return result
+    if "failed" in result:
+        return cfg.get("objective_on_failure", float("nan"))
+    return result.get(objective)
 
 
 main = hydra.main(version_base="1.3", config_path=str(project_root() / "conf"), config_name="config")(task)

@@ -18,6 +18,7 @@ after the first N-1.
 # No `from __future__ import annotations`: Hydra's plugin scan executes this module outside
 # sys.modules, where dataclasses cannot resolve string annotations.
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Hashable, List, Optional, Sequence
@@ -26,7 +27,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class VectorizedLauncher(Launcher):
         self.config: Optional[DictConfig] = None
         self.task_function: Optional[TaskFunction] = None
         self.hydra_context: Optional[HydraContext] = None
+        self.alone_reasons: Dict[int, str] = {}  # job number -> why it could not join a group
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -80,15 +82,57 @@ class VectorizedLauncher(Launcher):
     def group_key(self, sweep_config: DictConfig) -> Optional[Hashable]:
         """The key of the group `sweep_config`'s job can be trained in; None: the job runs alone.
 
-        Jobs with equal keys are trained together as one batched model, so a key must cover everything
-        that has to be the same for that (the model's architecture, the data, the trainer's schedule).
-        Not implemented yet: every job runs alone.
+        Only lightsweep's own training task is vectorized (any other task runs job by job, as with the
+        basic launcher); jobs with equal keys differ only in what each member may have of its own (its
+        optimizer and every optimizer value, its schedule, its seed).
         """
-        return None
+        if not self.is_lightsweep_task():
+            return None
+        from lightsweep.vectorized.group import group_key
+
+        task_config = OmegaConf.masked_copy(sweep_config, [k for k in sweep_config if k != "hydra"])
+        key, why = group_key(task_config)
+        if key is None:
+            self.alone_reasons[int(sweep_config.hydra.job.num)] = why
+        return key
+
+    def is_lightsweep_task(self) -> bool:
+        function = self.task_function
+        return getattr(function, "__module__", None) == "lightsweep.cli" and getattr(function, "__name__", "") == "task"
 
     def run_group(self, unit: Unit) -> List[JobReturn]:
-        """Train a group of compatible jobs as one model; one JobReturn per job, in `unit.jobs` order."""
-        raise NotImplementedError("batched training of a group is not implemented yet (issue 14)")
+        """Train a group of compatible jobs as one model; one JobReturn per job, in `unit.jobs` order.
+
+        Each job first runs through Hydra's `run_job` as any launcher's job does (its output dir,
+        `.hydra/` files, Hydra's callbacks): there it is validated and its MLflow run opened. Then the
+        valid members train together, and each JobReturn gets its member's result.
+        """
+        from lightsweep.cli import for_sweeper, guarded
+        from lightsweep.vectorized.group import Member, prepare, train_group
+
+        assert self.hydra_context is not None
+        returns = [
+            run_job(
+                hydra_context=self.hydra_context,
+                task_function=lambda cfg: guarded(cfg, prepare),
+                config=job.config,
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
+            for job in unit.jobs
+        ]
+        members = [r.return_value for r in returns if isinstance(r.return_value, Member)]
+        name = f"{unit.jobs[0].idx}-{unit.jobs[-1].idx}"
+        if members:
+            log.info("Vectorized group %s: training %d members as one model", name, len(members))
+            results = iter(train_group(members, name))
+        for job, ret in zip(unit.jobs, returns):
+            if isinstance(ret.return_value, Member):
+                result = next(results)
+                if "failed" in result:
+                    print(f"job failed: {result['failed']}", file=sys.stderr)
+                ret.return_value = for_sweeper(job.config, result)
+        return returns
 
     # --- planning ------------------------------------------------------------------------------------
 
@@ -138,6 +182,14 @@ class VectorizedLauncher(Launcher):
         )
         returns: Dict[int, JobReturn] = {}
         for unit in units:
+            if len(unit.jobs) > 1:
+                log.info(
+                    "Group of %d jobs (#%s), trained as one model:",
+                    len(unit.jobs),
+                    ",".join(str(j.idx) for j in unit.jobs),
+                )
+            elif unit.jobs[0].idx in self.alone_reasons:
+                log.info("Job #%d runs alone: %s", unit.jobs[0].idx, self.alone_reasons[unit.jobs[0].idx])
             for job in unit.jobs:
                 log.info("\t#%d : %s", job.idx, " ".join(filter_overrides(job.overrides)))
             if len(unit.jobs) == 1:

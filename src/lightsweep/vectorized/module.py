@@ -1,0 +1,274 @@
+"""M sweep members of one architecture trained as one LightningModule.
+
+Each member is the separate job's `Classifier` (same initial weights, same batches, same update rule):
+the network runs once per step for all members through `torch.func.vmap` over stacked parameters
+(leading dimension M), the loss of each member is its own model's loss, and `MemberOptimizer` applies
+each member's torch.optim rule. Members that share a seed share their batches (`SeedBatches`).
+
+Lightning allows per-member optimizers only under manual optimization, so the module steps itself;
+per-member early stopping, divergence and best weights are kept here, epoch by epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pytorch_lightning as pl
+import torch
+from torch.func import functional_call, vmap
+
+from lightsweep.vectorized.optim import MemberLRScheduler, MemberOptimizer
+
+
+@dataclass
+class Stopping:
+    """Lightning's EarlyStopping rule (monitor, mode, patience, min_delta), per member."""
+
+    monitor: str = "val/acc"
+    mode: str = "max"
+    patience: int = 100
+    min_delta: float = 0.0
+
+
+@dataclass
+class MemberHistory:
+    """What one member logged: per-epoch metrics, training-loss points, and why it stopped."""
+
+    epochs: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    steps: list[tuple[int, float]] = field(default_factory=list)
+    stopped_at: int | None = None  # epoch after which it stopped changing
+    diverged_at: int | None = None
+    best_epoch: int | None = None
+    best_score: float | None = None
+
+
+class SeedBatches:
+    """Each epoch's batches of every seed group, stacked: (S, B, ...) per step.
+
+    Seed group s draws exactly the batches `TensorBatches(shuffle=True, seed=seeds[s])` gives a
+    single job (a permutation seeded by (seed, epoch)); the last batch may be shorter, for all alike.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seeds: list[int]):
+        self.x, self.y, self.batch_size, self.seeds = x, y, batch_size, seeds
+        self.epoch = 0
+
+    batch_sampler = None  # Lightning inspects it like a DataLoader's
+
+    @property
+    def sampler(self):
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.x)
+        orders = torch.stack(
+            [
+                torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + self.epoch))
+                for seed in self.seeds
+            ]
+        ).to(self.x.device)
+        for start in range(0, n, self.batch_size):
+            idx = orders[:, start : start + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+class StackedClassifier(pl.LightningModule):
+    """`members` single-model Classifiers (built as their jobs build them) trained as one model.
+
+    `template` is one of them: its network structure, loss and labels serve all (their parameters are
+    stacked here). `optimizers[m]`/`schedules[m]` are member m's specs (lightsweep.vectorized.optim);
+    `seed_index[m]` is its seed group in the batches.
+    """
+
+    def __init__(self, template, states, optimizers, schedules, seed_index, stopping: Stopping, log_every: int):
+        super().__init__()
+        self.automatic_optimization = False
+        self.template = [template]  # a list: not a submodule (its own parameters are not trained)
+        self.names = [name for name, _ in template.named_parameters()]
+        self.weights = torch.nn.ParameterList(
+            torch.nn.Parameter(torch.stack([state[name] for state in states])) for name in self.names
+        )
+        self.optimizer_specs, self.schedule_specs = optimizers, schedules
+        self.register_buffer("seed_index", torch.as_tensor(seed_index), persistent=False)
+        self.stopping, self.log_every = stopping, log_every
+        m = len(states)
+        self.history = [MemberHistory() for _ in range(m)]
+        self.best = [w.detach().clone() for w in self.weights]
+        self.wait = [0] * m
+        self.stop_best: list[float | None] = [None] * m
+        self.sums: dict[str, torch.Tensor] = {}
+
+    @property
+    def members(self) -> int:
+        return len(self.history)
+
+    def configure_optimizers(self):
+        optimizer = MemberOptimizer(self.weights, self.optimizer_specs)
+        scheduler = MemberLRScheduler(optimizer, self.schedule_specs)
+        return [optimizer], [scheduler]
+
+    # --- the members' forward and loss ----------------------------------------------------------------
+    def member_logits(self, x: torch.Tensor, weights) -> torch.Tensor:
+        """(M, B, ...) logits; `x` is (M, B, D) (one batch per member) or (B, D) (shared)."""
+        template = self.template[0]
+
+        def one(params, xi):
+            return functional_call(template, params, (xi,))
+
+        params = dict(zip(self.names, weights))
+        return vmap(one, in_dims=(0, 0 if x.dim() == 3 else None), randomness="different")(params, x)
+
+    def member_losses(self, logits: torch.Tensor, y: torch.Tensor, per_member: bool) -> torch.Tensor:
+        return vmap(self.template[0].loss, in_dims=(0, 0 if per_member else None))(logits, y)
+
+    def member_correct(self, logits: torch.Tensor, y: torch.Tensor, per_member: bool) -> torch.Tensor:
+        template = self.template[0]
+        labels = vmap(template.class_index)(y) if per_member else template.class_index(y)
+        return (vmap(template.predict_labels)(logits) == labels).sum(dim=1)
+
+    def accumulate(self, stage: str, logits, y, losses, per_member: bool) -> None:
+        n = y.shape[1] if per_member else y.shape[0]
+        correct = self.member_correct(logits, y, per_member)
+        for key, value in (("loss", losses.detach().double() * n), ("correct", correct)):
+            self.sums[f"{stage}/{key}"] = self.sums.get(f"{stage}/{key}", 0) + value
+        self.sums[f"{stage}/n"] = self.sums.get(f"{stage}/n", 0) + n
+
+    def epoch_values(self, stage: str) -> tuple[list[float], list[float]]:
+        n = self.sums.pop(f"{stage}/n")
+        losses = (self.sums.pop(f"{stage}/loss") / n).tolist()
+        accs = (self.sums.pop(f"{stage}/correct").double() / n).tolist()
+        return losses, accs
+
+    @property
+    def active(self) -> torch.Tensor:
+        return self.optimizers().optimizer.active
+
+    # --- training ---------------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        x, y = x[self.seed_index], y[self.seed_index]
+        optimizer = self.optimizers()
+        active = optimizer.optimizer.active
+        logits = self.member_logits(x.to(self.weights[0].dtype), list(self.weights))
+        losses = self.member_losses(logits, y, per_member=True)
+        bad = active & ~torch.isfinite(losses.detach())
+        if bad.any():  # stop it before the step: its run fails, the others go on
+            for m in bad.nonzero().flatten().tolist():
+                self.history[m].diverged_at = self.current_epoch
+                self.history[m].stopped_at = self.current_epoch
+            active = active & ~bad
+            optimizer.optimizer.active = active
+        optimizer.zero_grad()
+        self.manual_backward(torch.where(active, losses, torch.zeros_like(losses)).sum())
+        optimizer.step()
+        self.accumulate("train", logits.detach(), y, losses, per_member=True)
+        step = self.global_step  # optimizer steps so far, as a single run counts them
+        if step % self.log_every == 0:
+            for m in active.nonzero().flatten().tolist():
+                self.history[m].steps.append((step, float(losses[m])))
+
+    def on_train_epoch_end(self):
+        losses, accs = self.epoch_values("train")
+        self.record("train/loss_epoch", losses)
+        self.record("train/acc", accs)
+        self.lr_schedulers().step()
+        if not bool(self.active.any()):
+            self.trainer.should_stop = True
+
+    # --- validation: per-member early stopping and best weights -------------------------------------------
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.member_logits(x.to(self.weights[0].dtype), list(self.weights))
+        self.accumulate("val", logits, y, self.member_losses(logits, y, False), per_member=False)
+
+    def on_validation_epoch_end(self):
+        losses, accs = self.epoch_values("val")
+        if self.trainer.sanity_checking:
+            return
+        self.record("val/loss", losses)
+        self.record("val/acc", accs)
+        self.record("epoch", [float(self.current_epoch)] * self.members)
+        scores = {"val/acc": accs, "val/loss": losses}[self.stopping.monitor]
+        sign = 1 if self.stopping.mode == "max" else -1
+        active = self.active.clone()
+        for m in range(self.members):
+            if self.history[m].stopped_at is not None and self.history[m].stopped_at < self.current_epoch:
+                continue
+            score, history = scores[m], self.history[m]
+            if not math.isfinite(losses[m]) or not math.isfinite(score):
+                history.diverged_at = history.stopped_at = self.current_epoch
+                active[m] = False
+                continue
+            if history.best_score is None or sign * (score - history.best_score) > 0:  # ModelCheckpoint
+                history.best_score, history.best_epoch = score, self.current_epoch
+                for best, w in zip(self.best, self.weights):
+                    best[m] = w.detach()[m]
+            if self.stop_best[m] is None or sign * (score - self.stop_best[m]) > self.stopping.min_delta:
+                self.stop_best[m], self.wait[m] = score, 0  # EarlyStopping's improvement
+            else:
+                self.wait[m] += 1
+                if self.wait[m] >= self.stopping.patience:
+                    history.stopped_at = self.current_epoch
+                    active[m] = False
+        self.optimizers().optimizer.active = active
+        if not bool(active.any()):
+            self.trainer.should_stop = True
+
+    def record(self, key: str, values: list[float]) -> None:
+        for m, value in enumerate(values):
+            history = self.history[m]
+            if history.stopped_at is None or history.stopped_at >= self.current_epoch:
+                history.epochs.setdefault(key, []).append((self.current_epoch, value))
+
+    # --- test: each member's best weights ------------------------------------------------------------------
+    def on_test_epoch_start(self):
+        num_classes = max(self.template[0].num_classes, 2)
+        self.confusion = torch.zeros(self.members, num_classes, num_classes, dtype=torch.long, device=self.device)
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.member_logits(x.to(self.best[0].dtype), self.best)
+        self.accumulate("test", logits, y, self.member_losses(logits, y, False), per_member=False)
+        template = self.template[0]
+        predicted = vmap(template.predict_labels)(logits)
+        labels = template.class_index(y)
+        k = self.confusion.shape[1]
+        flat = labels * k + predicted + torch.arange(self.members, device=self.device)[:, None] * k * k
+        self.confusion += torch.bincount(flat.flatten(), minlength=self.members * k * k).view(self.members, k, k)
+
+    def on_test_epoch_end(self):
+        self.test_results = self.epoch_values("test")
+
+    def member_state(self, m: int, best: bool = True) -> dict[str, torch.Tensor]:
+        """Member m's weights as its single model's `state_dict` entries."""
+        weights = self.best if best else self.weights
+        return {name: w[m].detach().cpu().clone() for name, w in zip(self.names, weights)}
+
+
+class GroupData(pl.LightningDataModule):
+    """The group's data: the members' DataModule (the same for all), training batches per seed group."""
+
+    def __init__(self, datamodule, seeds: list[int]):
+        super().__init__()
+        self.datamodule, self.seeds = datamodule, seeds
+
+    def setup(self, stage=None):
+        self.datamodule.trainer = self.trainer  # where it keeps its tensors (the trainer's device)
+        self.datamodule.setup(stage)
+
+    def train_dataloader(self):
+        single = self.datamodule.train_dataloader()  # its tensors, on its device
+        return SeedBatches(single.x, single.y, single.batch_size, self.seeds)
+
+    def val_dataloader(self):
+        return self.datamodule.val_dataloader()
+
+    def test_dataloader(self):
+        return self.datamodule.test_dataloader()
