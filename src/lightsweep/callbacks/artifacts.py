@@ -143,7 +143,10 @@ class RunArtifacts(pl.Callback):
         x, y = x[:n], y[:n]
         with torch.no_grad():
             logits = torch.cat(
-                [pl_module(x[i : i + 4096].to(pl_module.device)).float().cpu() for i in range(0, n, 4096)]
+                [
+                    pl_module(x[i : i + 4096].to(pl_module.device, pl_module.dtype)).float().cpu()
+                    for i in range(0, n, 4096)
+                ]
             )
         probabilities = logits.sigmoid() if logits.ndim == 1 else logits.softmax(dim=1)
         images = to_raw(datamodule, x).reshape(n, *datamodule.image_shape)
@@ -168,7 +171,7 @@ class RunArtifacts(pl.Callback):
             device = pl_module.device
 
             def predict_proba(points: torch.Tensor) -> torch.Tensor:
-                logits = pl_module(points.to(device)).float().cpu()
+                logits = pl_module(points.to(device, pl_module.dtype)).float().cpu()
                 return logits.sigmoid() if logits.ndim == 1 else logits.softmax(dim=1)[:, 1]
 
             paths.append(plots.decision_boundary(predict_proba, x, y, names, self.plot_dir / "decision_boundary.png"))

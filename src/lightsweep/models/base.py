@@ -83,6 +83,8 @@ class Classifier(pl.LightningModule):
     def _step(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Loss, predictions and labels of one batch; the stage's epoch metrics are updated."""
         x, target = batch
+        if x.is_floating_point() and x.dtype != self.dtype:  # trainer.precision=64-true: a double model
+            x = x.to(self.dtype)
         logits = self(x)
         loss = self.loss(logits, target)
         preds, labels = self.predict_labels(logits.detach()), self.class_index(target)

@@ -194,6 +194,7 @@ def _finish(member: Member, single, module, m: int, metrics: dict, data, steps_p
 
     history = module.history[m]
     out = Path(str(member.cfg.paths.output_dir))
+    single.to(module.weights[0].dtype)  # the precision it trained in (as a single run's checkpoint)
     single.load_state_dict(module.member_state(m, best=True), strict=False)
     paths = [plots.learning_curves(history.epochs, out / "plots" / "learning_curves.png")]
     checkpoint = None

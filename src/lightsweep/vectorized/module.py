@@ -100,7 +100,7 @@ class StackedClassifier(pl.LightningModule):
         self.stopping, self.log_every = stopping, log_every
         m = len(states)
         self.history = [MemberHistory() for _ in range(m)]
-        self.best = [w.detach().clone() for w in self.weights]
+        self.best: list[torch.Tensor] = []  # each member's best weights, stacked (set when fit starts)
         self.wait = [0] * m
         self.stop_best: list[float | None] = [None] * m
         self.sums: dict[str, torch.Tensor] = {}
@@ -149,6 +149,10 @@ class StackedClassifier(pl.LightningModule):
     @property
     def active(self) -> torch.Tensor:
         return self.optimizers().optimizer.active
+
+    def on_fit_start(self):
+        # Now: Lightning has moved the weights to their device and precision (e.g. float64).
+        self.best = [w.detach().clone() for w in self.weights]
 
     # --- training ---------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):

@@ -1,0 +1,163 @@
+"""Vectorized sweeps: members trained as one model are their separate jobs, batched.
+
+In-process: each member's config is composed as its job's (`compose_config`), the group is trained by
+`train_group`, and the separate jobs by `train(cfg)`; their best checkpoints are compared.
+"""
+
+from __future__ import annotations
+
+import glob
+import subprocess
+
+import pytest
+import torch
+from helpers import PYTHON, QUIET, ROOT, cli_env, compose_config, sweep_runs
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from lightsweep.train import train
+from lightsweep.vectorized.group import Member, group_key, train_group
+
+SMALL = ["data=digits", "logger=none", *QUIET, "trainer.log_every_n_steps=5"]
+
+
+def composed(tmp_path, name: str, *overrides: str):
+    cfg = compose_config([*SMALL, *overrides], tmp_path / name)
+    return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+
+
+def best_state(folder) -> dict[str, torch.Tensor]:
+    (path,) = glob.glob(str(folder / "out" / "checkpoints" / "epoch*.ckpt"))
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def separate_and_grouped(tmp_path, jobs: list[list[str]]):
+    """Each job's best weights trained alone and as a member of one group."""
+    members, keys, alone = [], set(), []
+    for i, overrides in enumerate(jobs):
+        alone.append(train(composed(tmp_path, f"alone{i}", *overrides)))
+        cfg = composed(tmp_path, f"member{i}", *overrides)
+        keys.add(group_key(cfg)[0])
+        members.append(Member(cfg=OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)), run=None, num=i))
+    assert len(keys) == 1 and None not in keys  # they do form one group
+    results = train_group(members, "test")
+    GlobalHydra.instance().clear()
+    pairs = [(best_state(tmp_path / f"alone{i}"), best_state(tmp_path / f"member{i}")) for i in range(len(jobs))]
+    for separate, member in zip(alone, results):  # the same metrics, too
+        for key in ("val/acc", "val/loss", "train/acc", "train/loss_epoch", "test/acc", "test/loss"):
+            assert member[key] == pytest.approx(separate[key], rel=1e-6), key  # torchmetrics: float32
+    return pairs, results
+
+
+def test_members_equal_their_separate_jobs_in_float64(tmp_path):
+    """Every optimizer, with and without weight decay, two seeds, a per-member LR schedule."""
+    common = ["trainer.precision=64-true", "trainer.max_epochs=2"]
+    jobs = [
+        [f"optimizer={name}", f"optimizer.weight_decay={wd}", f"seed={seed}", *common]
+        for name, wd, seed in [
+            ("sgd", 0, 1),
+            ("momentum", 0.01, 2),
+            ("nesterov", 0, 1),
+            ("adagrad", 0.01, 2),
+            ("rmsprop", 0.01, 1),
+            ("adam", 0, 2),
+            ("adamw", 0.01, 1),
+        ]
+    ]
+    jobs += [
+        ["optimizer=sgd", "scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.3", "seed=2", *common],
+        ["optimizer=adam", "scheduler=cosine", "seed=1", *common],
+    ]
+    pairs, results = separate_and_grouped(tmp_path, jobs)
+    for overrides, (alone, member), result in zip(jobs, pairs, results):
+        assert set(alone) == set(member)
+        worst = max((alone[k] - member[k]).abs().max().item() for k in alone)
+        assert worst <= 1e-9, (overrides, worst)
+        assert alone["net.linear.weight"].dtype == member["net.linear.weight"].dtype == torch.float64
+        assert 0.3 < result["test/acc"] <= 1.0
+
+
+def test_early_stopping_stops_each_member_as_its_job(tmp_path):
+    """A member that cannot improve (lr 1e-9) stops after `patience` epochs; the others go on."""
+    common = [
+        "trainer.precision=64-true",
+        "trainer.max_epochs=6",
+        "callbacks.early_stopping.patience=2",
+    ]
+    jobs = [["optimizer=sgd", "optimizer.lr=1e-9", *common], ["optimizer=adam", *common]]
+    pairs, results = separate_and_grouped(tmp_path, jobs)
+    for alone, member in pairs:
+        assert max((alone[k] - member[k]).abs().max().item() for k in alone) <= 1e-9
+    assert results[0]["epoch"] == 2 and results[1]["epoch"] == 5  # stopped, and trained on
+
+
+def test_group_keys_say_who_trains_together(make_cfg):
+    key = group_key(make_cfg("optimizer=sgd", "seed=1"))[0]
+    assert key is not None
+    assert group_key(make_cfg("optimizer=adam", "optimizer.lr=0.3", "seed=9", "scheduler=step"))[0] == key
+    assert group_key(make_cfg("model=mlp"))[0] != key  # another architecture: another group
+    assert group_key(make_cfg("data.batch_size=64"))[0] != key
+    for overrides, why in [
+        (["trainer=ddp_cpu"], "several devices"),
+        (["trainer.gradient_clip_val=1"], "trainer.gradient_clip_val"),
+        (["+callbacks.mine._target_=pytorch_lightning.callbacks.Timer"], "callbacks.mine"),
+        (["optimizer._target_=torch.optim.LBFGS"], "LBFGS"),
+    ]:
+        none, reason = group_key(make_cfg(*overrides))
+        assert none is None and why in reason, (overrides, reason)
+
+
+def test_a_vectorized_sweep_lands_as_ordinary_children(tmp_path):
+    """The CLI with hydra/launcher=vectorized: one group, a diverging member FAILED alone, the others
+    FINISHED with the usual metrics, plots and a checkpoint the single model loads."""
+    result = subprocess.run(
+        [
+            PYTHON,
+            "train.py",
+            "-m",
+            "hydra/launcher=vectorized",
+            "optimizer=sgd",
+            "optimizer.lr=0.05,1e12,0.1",
+            "model=mlp",
+            f"paths.log_dir={tmp_path}/outputs",
+            "trainer.max_epochs=2",
+            "trainer.limit_train_batches=8",
+            "trainer.limit_val_batches=2",
+            "trainer.limit_test_batches=2",
+            "trainer.log_every_n_steps=4",
+            *QUIET,
+        ],
+        cwd=ROOT,
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]  # a job failed ...
+    assert "3 jobs, 1 failed (1 diverged)" in result.stdout
+    assert "Group of 3 jobs (#0,1,2), trained as one model" in result.stdout + result.stderr
+    client, parents, children, _ = sweep_runs(tmp_path)
+    status = {c.info.run_name: c.info.status for c in children}
+    assert status == {
+        "mlp-sgd-lr0.05-s42": "FINISHED",
+        "mlp-sgd-lr1e+12-s42": "FAILED",
+        "mlp-sgd-lr0.1-s42": "FINISHED",
+    }
+    assert parents[0].info.status == "FINISHED"  # ... not every job
+    for child in children:
+        assert child.data.tags["lightsweep.vectorized"] == "0-2"
+        if child.info.status == "FAILED":
+            assert child.data.tags["lightsweep.diverged"] == "true"
+            continue
+        assert {"train/loss", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "test/acc", "test/loss"} <= set(
+            child.data.metrics
+        )
+        assert len(client.get_metric_history(child.info.run_id, "val/acc")) == 2
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")] == [4, 8, 12, 16]
+        files = {a.path for a in client.list_artifacts(child.info.run_id, "plots")}
+        assert {"plots/learning_curves.png", "plots/confusion_matrix.png"} <= files
+        (ckpt,) = [a.path for a in client.list_artifacts(child.info.run_id, "checkpoints")]
+        from lightsweep.models import MLPClassifier
+
+        model = MLPClassifier.load_from_checkpoint(client.download_artifacts(child.info.run_id, ckpt, str(tmp_path)))
+        assert model.net[0].weight.shape == (256, 784)
