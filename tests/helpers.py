@@ -96,6 +96,15 @@ SWEEP_FAST = [
 ]
 QUIET = ["trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
 
+# The least training that still fits, tests and checkpoints: for tests of what happens around training.
+TINY = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.log_every_n_steps=1",
+]
+
 
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """The environment of a CLI run: the store in tmp_path/store, short errors (no HYDRA_FULL_ERROR)."""
@@ -143,6 +152,46 @@ def all_runs(client) -> list:
     """Every run of every experiment in the store (Default included)."""
     ids = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(ids, max_results=10000) if ids else []
+
+
+def cli_error(cfg, capsys, code: int = 2) -> str:
+    """`lightsweep.cli.task(cfg)` (one run, as `python train.py` runs it) exits `code` with one
+    `error: ...` line as the last line of stderr, and no traceback: that line."""
+    from lightsweep.cli import task
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        task(cfg)
+    assert exit_info.value.code == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: "), err
+    return last
+
+
+SECRET_ENV = {
+    "MLFLOW_TRACKING_PASSWORD": "env-secret-1",
+    "GITHUB_TOKEN": "env-secret-2",
+    "AWS_SECRET_ACCESS_KEY": "env-secret-3",
+}
+SECRET_OVERRIDES = [
+    "+service.password=cli-secret-4",
+    "+tags.api_token=cli-secret-5",
+    "+service.db_uri=postgresql://user:cli-secret-6@db.example/mlflow",
+]
+
+
+def everything_logged(client, tmp_path: Path) -> str:
+    """Every param, tag and text artifact of every run in the store, as one string."""
+    texts = []
+    for run in all_runs(client):
+        texts += [f"{k}={v}" for k, v in {**run.data.params, **run.data.tags}.items()]
+        for path in artifact_paths(client, run.info.run_id):
+            if path.endswith((".yaml", ".md", ".csv", ".html", ".json")):
+                local = client.download_artifacts(run.info.run_id, path, str(tmp_path / "downloads"))
+                texts.append(open(local).read())
+    return "\n".join(texts)
 
 
 def assert_short_error(result, *needles: str) -> None:

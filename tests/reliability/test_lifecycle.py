@@ -1,4 +1,5 @@
-"""No run is ever left RUNNING, whatever raises: faults injected into real CLI processes."""
+"""No run is ever left RUNNING, whatever raises: faults injected through the config (inject.FailAt),
+in-process for one run, in a real CLI sweep for the jobs of a sweep."""
 
 from __future__ import annotations
 
@@ -7,55 +8,74 @@ import subprocess
 import time
 
 import pytest
-from helpers import PYTHON, QUIET, ROOT, all_runs, artifact_paths, cli_env, run_cli, store, sweep_runs
+from helpers import (
+    PYTHON,
+    QUIET,
+    ROOT,
+    TINY,
+    all_runs,
+    cli_env,
+    run_sweep,
+    sweep_runs,
+    tracking_uri,
+)
+from inject import FAIL_ENV, fail_at
+from mlflow.tracking import MlflowClient
 
-INJECT = ("tests/reliability/inject.py",)
-FAST = ["debug=fast", *QUIET]
-
-
-def injected(tmp_path, where: str, *overrides: str, sweep: bool = False):
-    script = (*INJECT, where, *(["-m"] if sweep else []))
-    return run_cli(tmp_path, *overrides, *FAST, script=script)
+from lightsweep.train import train
 
 
 @pytest.mark.parametrize(
-    "where, reason",
-    [
-        ("lightsweep.models:SoftmaxRegression", "cannot build model"),  # config instantiation
-        ("lightsweep.data.idx:IDXImageDataModule.load_splits", "injected failure"),  # data loading
-        ("lightsweep.plots:learning_curves", "injected failure"),  # plotting, after training
-    ],
-    ids=["instantiation", "data-loading", "plotting"],
+    "hook",
+    ["__init__", "setup", "on_train_batch_end", "on_fit_end", "on_test_end"],
+    ids=["instantiation", "after-data-loading", "training", "after-training", "testing"],
 )
-def test_a_failure_anywhere_in_a_run_marks_it_failed(tmp_path, where, reason):
-    result = injected(tmp_path, where)
-    assert result.returncode != 0
-    (run,) = all_runs(store(tmp_path))
+def test_a_failure_anywhere_in_a_run_marks_it_failed(make_cfg, tmp_path, hook):
+    # A RuntimeError (a bug, not a LightsweepError); data loading's own errors: test_bad_input, test_train.
+    with pytest.raises(Exception, match=f"injected failure in {hook}"):
+        train(make_cfg(*TINY, *fail_at(hook)))
+    (run,) = all_runs(MlflowClient(tracking_uri(tmp_path)))
     assert run.info.status == "FAILED"
-    assert reason in run.data.tags["lightsweep.failure_reason"]
-    if "plots" in where:  # training had finished: its checkpoints stay
-        assert list((tmp_path / "outputs").glob("runs/*/checkpoints/last.ckpt"))
+    assert f"injected failure in {hook}" in run.data.tags["lightsweep.failure_reason"]
+    # Training had finished: its checkpoints stay.
+    assert (tmp_path / "out" / "checkpoints" / "last.ckpt").is_file() == (hook in ("on_fit_end", "on_test_end"))
 
 
-def test_failing_jobs_fail_their_runs_and_the_sweep_goes_on(tmp_path):
-    result = injected(tmp_path, "lightsweep.plots:learning_curves", "optimizer=sgd,adam", sweep=True)
-    assert result.returncode == 1
-    assert "2 jobs, 2 failed" in result.stdout
-    _, parents, children, runs = sweep_runs(tmp_path)
-    assert [c.info.status for c in children] == ["FAILED", "FAILED"]
-    assert parents[0].info.status == "FAILED"  # every job failed
+def test_jobs_failing_in_any_way_fail_their_runs_and_the_sweep_goes_on(tmp_path):
+    """One sweep whose jobs fail three ways, then one that works: a diverging lr, a bad value (validated
+    inside the job, not while Hydra composes, which would abort the launcher) and a bug after training
+    are each a FAILED child with its reason; the job after them runs; the sweep exits 1."""
+    result = run_sweep(
+        tmp_path,
+        "model=mlp",
+        "optimizer=sgd",
+        "optimizer.lr=1e12,-1,0.2,0.05",
+        *fail_at("on_fit_end", value="${optimizer.lr}", when=0.2),
+        *TINY,
+        env=cli_env(tmp_path, **FAIL_ENV),
+    )
+    assert result.returncode == 1, result.stderr[-2000:]  # the sweep says that jobs failed ...
+    assert "4 jobs, 3 failed (1 diverged)" in result.stdout
+    client, parents, children, runs = sweep_runs(tmp_path)
+    status = {c.data.tags["lightsweep.job"]: (c.info.run_name, c.info.status) for c in children}
+    # ... and the job after the failing ones still ran.
+    assert status == {
+        "0": ("mlp-sgd-lr1e+12-s42", "FAILED"),
+        "1": ("mlp-sgd-lr-1-s42", "FAILED"),
+        "2": ("mlp-sgd-lr0.2-s42", "FAILED"),
+        "3": ("mlp-sgd-lr0.05-s42", "FINISHED"),
+    }
+    reasons = {c.data.tags["lightsweep.job"]: c.data.tags.get("lightsweep.failure_reason", "") for c in children}
+    diverged = next(c for c in children if c.data.tags["lightsweep.job"] == "0")
+    assert diverged.data.tags["lightsweep.diverged"] == "true" and "diverged" in reasons["0"]
+    assert "optimizer.lr must be > 0" in reasons["1"]
+    assert "injected failure in on_fit_end" in reasons["2"]
+    # The job that failed after training keeps its checkpoints (in its own dir).
+    assert list((tmp_path / "outputs").glob("multiruns/*/2-optimizer.lr=0.2/checkpoints/last.ckpt"))
+    assert parents[0].info.status == "FINISHED"  # not every job failed
     assert not [r for r in runs if r.info.status == "RUNNING"]
-
-
-def test_a_failing_report_fails_the_parent_and_keeps_the_jobs(tmp_path):
-    result = injected(tmp_path, "lightsweep.sweeps.report:publish_report", "optimizer=sgd,adam", sweep=True)
-    assert result.returncode == 1
-    assert "error: the sweep report failed" in result.stderr and "pipelines/compare.py sweep=" in result.stderr
-    client, parents, children, _ = sweep_runs(tmp_path)
-    assert [c.info.status for c in children] == ["FINISHED", "FINISHED"]
-    assert parents[0].info.status == "FAILED"
-    assert "report: RuntimeError: injected failure" in parents[0].data.tags["lightsweep.failure_reason"]
-    assert all("checkpoints/" in " ".join(artifact_paths(client, c.info.run_id)) for c in children)
+    report = open(client.download_artifacts(parents[0].info.run_id, "report/report.md", str(tmp_path))).read()
+    assert "| mlp-sgd-lr1e+12 | 1 |" in report and "yes (1/1)" in report
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
