@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import pytest
+from helpers import (
+    SECRET_ENV,
+    SECRET_OVERRIDES,
+    TINY,
+    artifact_paths,
+    cli_env,
+    everything_logged,
+    run_cli,
+    run_sweep,
+    sweep_runs,
+)
 from helpers import SWEEP_FAST as FAST
-from helpers import artifact_paths, run_cli, run_sweep, sweep_runs
+
+from lightsweep.sweeps.report import find_sweep
 
 
 def test_optimizer_sweep_lands_as_parent_with_children_and_report(tmp_path):
-    result = run_sweep(tmp_path, "model=softmax", "optimizer=sgd,momentum,adam", *FAST)
+    env = cli_env(tmp_path, **SECRET_ENV)  # secrets in the environment and the config: none is logged
+    result = run_sweep(tmp_path, "model=softmax", "optimizer=sgd,momentum,adam", *SECRET_OVERRIDES, *FAST, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     client, parents, children, runs = sweep_runs(tmp_path)
     assert len(parents) == 1 and len(children) == 3 and len(runs) == 4  # nothing outside the sweep
@@ -55,14 +68,8 @@ def test_optimizer_sweep_lands_as_parent_with_children_and_report(tmp_path):
         assert (sweep_dir / job / "checkpoints" / "last.ckpt").is_file()
     assert (sweep_dir / "report" / "report.html").is_file()
 
-
-def test_a_sweep_where_every_job_fails_fails_the_parent(tmp_path):
-    result = run_sweep(tmp_path, "optimizer.lr=-1,-2", *FAST)
-    assert result.returncode == 1
-    _, parents, children, _ = sweep_runs(tmp_path)
-    assert [c.info.status for c in children] == ["FAILED", "FAILED"]
-    assert all("optimizer.lr must be > 0" in c.data.tags["lightsweep.failure_reason"] for c in children)
-    assert parents[0].info.status == "FAILED"
+    assert all(c.data.params["service.password"] == "***" for c in children)
+    assert "secret-" not in everything_logged(client, tmp_path)  # params, tags, configs, grid, report
 
 
 def test_optuna_search_trials_are_children_of_one_parent(tmp_path):
@@ -71,7 +78,7 @@ def test_optuna_search_trials_are_children_of_one_parent(tmp_path):
         "hparams_search=lr_optuna",
         "model=softmax",
         "optimizer=adam",
-        *FAST,
+        *TINY,
         "hydra.sweeper.n_trials=3",
         "hydra.sweeper.sampler.n_startup_trials=2",
     )
@@ -87,12 +94,13 @@ def test_optuna_search_trials_are_children_of_one_parent(tmp_path):
 
 
 def test_optuna_study_survives_failed_trials(tmp_path):
-    # Every trial fails (an unknown optimizer argument): the study still ends, each trial scored 0.0.
+    # Every trial fails (an unknown optimizer argument): the study still ends, each trial scored 0.0;
+    # a sweep where every job fails fails its parent.
     result = run_sweep(
         tmp_path,
         "hparams_search=lr_optuna",
         "+optimizer.bogus=1",
-        *FAST,
+        *TINY,
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.sampler.n_startup_trials=2",
     )
@@ -100,6 +108,7 @@ def test_optuna_study_survives_failed_trials(tmp_path):
     assert "Best value: 0.0" in result.stdout + result.stderr
     _, parents, children, _ = sweep_runs(tmp_path)
     assert [c.info.status for c in children] == ["FAILED", "FAILED"]
+    assert all("optimizer.bogus" in c.data.tags["lightsweep.failure_reason"] for c in children)
     assert parents[0].info.status == "FAILED"
 
 
@@ -142,16 +151,46 @@ def test_optimizer_benchmark_tunes_then_tests(tmp_path):
     assert result.returncode == 1  # diverged grid points count as failed jobs
 
 
-def test_compare_pipeline_rebuilds_the_latest_report(tmp_path):
-    assert run_sweep(tmp_path, "optimizer=sgd,adam", *FAST).returncode == 0
-    compare = ("pipelines/compare.py", "sweep=latest")
-    result = run_cli(tmp_path, "target_acc=0.5", script=compare)
-    assert result.returncode == 0, result.stderr[-2000:]
-    _, parents, _, _ = sweep_runs(tmp_path)
-    folder = tmp_path / "outputs" / "reports" / parents[0].info.run_id
+def test_a_failed_report_fails_the_parent_and_the_compare_pipeline_rebuilds_it(tmp_path):
+    """A sweep whose report cannot be written (a file where its folder goes): the parent is FAILED with
+    the reason, the jobs' runs are kept, and the command the error names rebuilds the report; `sweep=latest`
+    finds the same sweep. The jobs run in parallel (joblib): each logs Lightning to its own log file."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "report").write_text("a file where the report folder goes")
+    result = run_sweep(
+        tmp_path,
+        "optimizer=sgd,adam",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        *TINY,
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 1
+    assert "error: the sweep report failed" in result.stderr, result.stderr[-2000:]
+    client, parents, children, _ = sweep_runs(tmp_path)
+    parent = parents[0].info.run_id
+    assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED"]
+    assert parents[0].info.status == "FAILED"
+    assert parents[0].data.tags["lightsweep.failure_reason"].startswith("report: ")
+    assert all("checkpoints/" in " ".join(artifact_paths(client, c.info.run_id)) for c in children)
+    logs = sorted(sweep.glob("*/cli.log"))
+    assert len(logs) == 2
+    for log in logs:
+        assert "[pytorch_lightning" in log.read_text(), log
+
+    command = f"python pipelines/compare.py sweep={parent}"
+    assert f"rebuild it with `{command}`" in result.stderr
+    rebuilt = run_cli(tmp_path, "target_acc=0.5", script=tuple(command.split()[1:]))
+    assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
+    folder = tmp_path / "outputs" / "reports" / parent
     assert (folder / "report.html").is_file()
     assert "epochs to 0.5" in (folder / "report.md").read_text()
-    bad = run_cli(tmp_path, "experiment_name=nope", script=compare)
+    assert "report/report.html" in artifact_paths(client, parent)
+
+    assert f"Logged to parent run {parent}" in rebuilt.stdout
+    assert find_sweep(client, "latest", None) == find_sweep(client, "latest", "lightsweep") == parent
+    bad = run_cli(tmp_path, "experiment_name=nope", script=("pipelines/compare.py", "sweep=latest"))
     assert bad.returncode == 2 and bad.stderr.startswith("error: no MLflow experiment named 'nope'")
 
 
