@@ -64,7 +64,9 @@ def test_seed_makes_runs_reproducible(make_cfg):
 
 
 def test_xor_is_solved_by_mlp_but_not_by_logistic(make_cfg, tmp_path):
-    quiet = ["trainer.enable_progress_bar=false", "callbacks.progress_bar=null"]
+    # The presets as shipped, but 10 of their 40 epochs: the MLP is at 1.0 by then, and no number of
+    # epochs takes a line past chance.
+    quiet = ["trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "trainer.max_epochs=10"]
     mlp = train(make_cfg("experiment=xor_mlp", *quiet, fast=False))
     logistic = train(make_cfg("experiment=xor_logistic", *quiet, fast=False))
     assert mlp["test/acc"] >= 0.95
