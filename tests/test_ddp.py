@@ -101,3 +101,37 @@ def test_ddp_inside_a_multirun_is_one_sweep(tmp_path):
         assert child.info.status == "FINISHED"
         assert len(client.get_metric_history(child.info.run_id, "val/acc")) == 2
     assert result.stdout.count("Sweep parent run ") == 1
+
+
+EXIT_SCRIPT = """
+import atexit, os, sys
+import torch, torch.distributed as dist
+from lightsweep.callbacks import ProcessGroupExit
+
+def threads():
+    return sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
+
+atexit.register(lambda: print("exit", dist.is_initialized(), threads(), flush=True))  # LIFO: runs last
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
+gathered = [torch.zeros(3)]
+dist.all_gather(gathered, torch.ones(3))
+print("running", threads(), flush=True)
+ProcessGroupExit().setup(None, None, "test")
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="thread names come from /proc")
+def test_a_ddp_process_ends_its_gloo_threads_before_python_finalizes(tmp_path):
+    """CI once saw rank 1 of a ddp_spawn test abort at exit ("terminate called without an active
+    exception", SIGABRT): a gloo worker thread freed the tensors of the test metrics' last all_gather
+    only once Python was finalizing, and taking the GIL there kills the thread mid-destructor. With
+    the group destroyed at exit, no gloo thread is left when finalization starts."""
+    result = subprocess.run(
+        [PYTHON, "-c", EXIT_SCRIPT, str(tmp_path / "store")], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    running = next(line for line in result.stdout.splitlines() if line.startswith("running"))
+    at_exit = next(line for line in result.stdout.splitlines() if line.startswith("exit"))
+    assert "pt_gloo_runloop" in running  # the threads the fix must end
+    assert at_exit.startswith("exit False")
+    assert "gloo" not in at_exit, at_exit

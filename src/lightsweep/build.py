@@ -14,7 +14,7 @@ def build(cfg: DictConfig, run=None, tested: bool = True):
     """(datamodule, model, trainer) for `cfg`; `run` (a tracking.setup.RunHandle) gets the logger."""
     from pytorch_lightning.callbacks import ProgressBar
 
-    from lightsweep.callbacks import EpochHistory, RandomState, RunArtifacts, SignalCheck
+    from lightsweep.callbacks import EpochHistory, ProcessGroupExit, RandomState, RunArtifacts, SignalCheck
     from lightsweep.sweeps.context import current_job
     from lightsweep.tracking.models import logs_own_model
     from lightsweep.tracking.setup import hydra_choices
@@ -35,7 +35,8 @@ def build(cfg: DictConfig, run=None, tested: bool = True):
     artifacts = RunArtifacts(
         plot_dir, tested=tested, log_model=logs_own_model(cfg, in_sweep), data_name=hydra_choices(cfg).get("data")
     )
-    callbacks += [EpochHistory(), RandomState(), SignalCheck(), artifacts]
+    # ProcessGroupExit: a DDP worker's gloo threads end before Python's finalization (else a rare SIGABRT).
+    callbacks += [EpochHistory(), RandomState(), SignalCheck(), ProcessGroupExit(), artifacts]
     logger = False
     if run is not None:
         logger = instantiate(cfg, "logger.mlflow", run_id=run.run_id, tracking_uri=run.tracking_uri)

@@ -4,7 +4,8 @@ The once-per-sweep work is Hydra's side: `lightsweep.sweeps.hydra_callbacks`.
 """
 
 from lightsweep.callbacks.artifacts import RunArtifacts
+from lightsweep.callbacks.distributed import ProcessGroupExit
 from lightsweep.callbacks.history import EpochHistory, RandomState
 from lightsweep.callbacks.interrupts import InterruptCheckpoint, SignalCheck
 
-__all__ = ["EpochHistory", "InterruptCheckpoint", "RandomState", "RunArtifacts", "SignalCheck"]
+__all__ = ["EpochHistory", "InterruptCheckpoint", "ProcessGroupExit", "RandomState", "RunArtifacts", "SignalCheck"]
