@@ -157,11 +157,13 @@ class StackedClassifier(pl.LightningModule):
     # --- training ---------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         x, y = batch
-        x, y = x[self.seed_index], y[self.seed_index]
+        # One seed: every member sees the same batch, and a layer is one wide matmul for all of them.
+        per_member = x.shape[0] > 1
+        x, y = (x[self.seed_index], y[self.seed_index]) if per_member else (x[0], y[0])
         optimizer = self.optimizers()
         active = optimizer.optimizer.active
         logits = self.member_logits(x.to(self.weights[0].dtype), list(self.weights))
-        losses = self.member_losses(logits, y, per_member=True)
+        losses = self.member_losses(logits, y, per_member=per_member)
         bad = active & ~torch.isfinite(losses.detach())
         if bad.any():  # stop it before the step: its run fails, the others go on
             for m in bad.nonzero().flatten().tolist():
@@ -172,7 +174,7 @@ class StackedClassifier(pl.LightningModule):
         optimizer.zero_grad()
         self.manual_backward(torch.where(active, losses, torch.zeros_like(losses)).sum())
         optimizer.step()
-        self.accumulate("train", logits.detach(), y, losses, per_member=True)
+        self.accumulate("train", logits.detach(), y, losses, per_member=per_member)
         step = self.global_step  # optimizer steps so far, as a single run counts them
         if step % self.log_every == 0:
             for m in active.nonzero().flatten().tolist():

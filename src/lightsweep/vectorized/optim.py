@@ -111,6 +111,8 @@ def bcast(values: Tensor, like: Tensor) -> Tensor:
 
 
 def keep(active: Tensor, new: Tensor, old: Tensor) -> Tensor:
+    if bool(active.all()):  # the usual case: no member stopped, nothing to mask
+        return new
     return torch.where(bcast(active, old), new, old)
 
 
@@ -295,6 +297,10 @@ class MemberOptimizer(torch.optim.Optimizer):
                 st = state.get(rule.name)
                 if st is None:
                     st = state[rule.name] = rule.init_state(p)
+                if len(rule.members) == len(active):  # one rule for all members: no gather, no scatter
+                    new = rule.update(p.detach(), p.grad, st, lr, active)
+                    p.detach().copy_(keep(active, new, p.detach()))
+                    continue
                 old = p.index_select(0, rule.index)
                 act = active.index_select(0, rule.index)
                 new = rule.update(old, p.grad.index_select(0, rule.index), st, lr.index_select(0, rule.index), act)

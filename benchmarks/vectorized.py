@@ -1,0 +1,167 @@
+"""Vectorized vs basic launcher: the same sweep, both launchers, one run of this script, one machine.
+
+    python benchmarks/vectorized.py                       # softmax, 7 optimizers x 3 seeds, 20 epochs
+    python benchmarks/vectorized.py --model mlp --epochs 5
+
+Prints each launcher's wall time and peak RSS (the sweep's process), their ratio, and:
+- softmax: the per-member epoch cost against the matmul bound of the same batched shapes (the
+  forward and weight-gradient matmuls of one epoch, timed alone);
+- mlp: where a member's training step goes (vmapped forward+backward, the per-member optimizer
+  update, the rest: Lightning and Python), measured on the same shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTIMIZERS = "sgd,momentum,nesterov,adagrad,rmsprop,adam,adamw"
+QUIET = ["trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
+
+
+def sweep(launcher: str, args, folder: Path) -> tuple[float, float]:
+    """(wall seconds, peak RSS in GB) of `train.py -m` with `launcher`."""
+    command = [
+        sys.executable,
+        "train.py",
+        "-m",
+        f"hydra/launcher={launcher}",
+        f"model={args.model}",
+        f"optimizer={args.optimizers}",
+        f"seed={args.seeds}",
+        f"trainer.max_epochs={args.epochs}",
+        f"paths.log_dir={folder}/outputs",
+        *QUIET,
+        *args.extra,
+    ]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db"}
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    stderr = process.stderr.read().decode()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{launcher} sweep failed:\n{stderr[-3000:]}")
+    return wall, usage.ru_maxrss / 1e6
+
+
+def timed(fn, repeat: int = 5) -> tuple[float, float, float]:
+    """(median, min, max) seconds of fn() after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), min(times), max(times)
+
+
+def shapes(args):
+    """Members, seed groups, steps per epoch and layer sizes of the benchmarked sweep."""
+    members = len(args.optimizers.split(",")) * len(args.seeds.split(","))
+    seeds = len(args.seeds.split(","))
+    steps = -(-55000 // 128)  # Fashion-MNIST's 60k minus the 5k validation split, batch 128
+    layers = [784, 10] if args.model == "softmax" else [784, 256, 128, 10]
+    return members, seeds, steps, layers
+
+
+def matmul_bound(args) -> float:
+    """Seconds per member-epoch of the forward and weight-gradient matmuls alone (batched shapes)."""
+    import torch
+
+    members, seeds, steps, layers = shapes(args)
+    b = 128
+    x = [torch.randn(members, b, n) for n in layers[:-1]]
+    w = [torch.randn(members, n, m) for n, m in zip(layers[:-1], layers[1:])]
+    g = [torch.randn(members, b, m) for m in layers[1:]]
+
+    def step():
+        for xi, wi, gi in zip(x, w, g):
+            torch.bmm(xi, wi)  # forward
+            torch.bmm(xi.transpose(1, 2), gi)  # weight gradient
+
+    median, _, _ = timed(step, repeat=20)
+    return median * steps / members
+
+
+def step_breakdown(args) -> dict[str, tuple[float, float, float]]:
+    """Per member and step: vmapped forward+backward, the optimizer update (median, min, max seconds)."""
+    import torch
+
+    from lightsweep.models import MLPClassifier, SoftmaxRegression
+    from lightsweep.vectorized.module import StackedClassifier, Stopping
+    from lightsweep.vectorized.optim import MemberOptimizer, member_spec
+
+    members, seeds, _, _ = shapes(args)
+    template = MLPClassifier(784, 10) if args.model == "mlp" else SoftmaxRegression(784, 10)
+    states = [{k: v.detach().clone() for k, v in template.named_parameters()} for _ in range(members)]
+    names = args.optimizers.split(",")
+    specs = [
+        member_spec(f"torch.optim.{'SGD' if n in ('sgd', 'momentum', 'nesterov') else n.capitalize()}") for n in names
+    ]
+    specs = [specs[i % len(specs)] for i in range(members)]
+    module = StackedClassifier(
+        template, states, specs, [None] * members, [i % seeds for i in range(members)], Stopping(), 50
+    )
+    optimizer = MemberOptimizer(module.weights, specs)
+    x = torch.randn(members, 128, 784)
+    y = torch.randint(0, 10, (members, 128))
+
+    def forward_backward():
+        logits = module.member_logits(x, list(module.weights))
+        module.member_losses(logits, y, per_member=True).sum().backward()
+
+    forward_backward()
+    per = {
+        "forward+backward (vmap)": timed(forward_backward),
+        "optimizer update": timed(optimizer.step),
+    }
+    return {k: tuple(t / members for t in v) for k, v in per.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="softmax", choices=["softmax", "mlp", "logistic"])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--optimizers", default=OPTIMIZERS)
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("extra", nargs="*", help="more overrides for both sweeps")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "src"))
+
+    members, seeds, steps, _ = shapes(args)
+    print(
+        f"{args.model}: {members} jobs ({args.optimizers} x seeds {args.seeds}), {args.epochs} epochs, full Fashion-MNIST"
+    )
+    with tempfile.TemporaryDirectory(prefix="lightsweep-bench-") as tmp:
+        vec_wall, vec_rss = sweep("vectorized", args, Path(tmp) / "vectorized")
+        print(f"  vectorized: {vec_wall:7.1f} s wall, peak RSS {vec_rss:.2f} GB")
+        basic_wall, basic_rss = sweep("basic", args, Path(tmp) / "basic")
+        print(f"  basic:      {basic_wall:7.1f} s wall, peak RSS {basic_rss:.2f} GB")
+    print(f"  vectorized / basic wall time: {vec_wall / basic_wall:.3f}")
+    per_member_epoch = vec_wall / (members * args.epochs)
+    print(f"  vectorized, per member-epoch (whole sweep wall / members / epochs): {per_member_epoch * 1e3:.1f} ms")
+    bound = matmul_bound(args)
+    print(f"  matmul bound per member-epoch (forward + weight-gradient bmm, same shapes): {bound * 1e3:.1f} ms")
+    print(f"  per member-epoch cost / matmul bound: {per_member_epoch / bound:.2f}")
+    if args.model != "softmax":
+        print(f"  where a member's step goes ({members} members, batch 128), median [min, max]:")
+        total = per_member_epoch / steps
+        parts = step_breakdown(args)
+        for name, (median, low, high) in parts.items():
+            print(f"    {name:26s} {median * 1e3:6.3f} ms [{low * 1e3:.3f}, {high * 1e3:.3f}]")
+        rest = total - sum(p[0] for p in parts.values())
+        print(
+            f"    {'the rest (Lightning, data)':26s} {rest * 1e3:6.3f} ms  (of {total * 1e3:.3f} ms per step, from the sweep)"
+        )
+
+
+if __name__ == "__main__":
+    main()
