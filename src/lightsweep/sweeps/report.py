@@ -268,6 +268,16 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
         f"{(end - parent.info.start_time) / 1000:.0f} s. Parent run `{parent_run_id}`. "
         f"Target accuracy for 'epochs/seconds to': {target_acc:g} (validation)."
     )
+    vectorized = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`lightsweep.vectorized` LIKE '%'",
+        max_results=1,
+    )
+    if vectorized:
+        intro += (
+            " Runs tagged `lightsweep.vectorized` trained together as one batched model: their seconds are"
+            " their group's wall time, not what each would take alone."
+        )
     md = [f"# {title}", "", intro]
     for section in sections:
         md += [

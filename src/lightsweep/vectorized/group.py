@@ -269,9 +269,14 @@ def _log_metrics(client, run_id: str, history, metrics: dict, steps_per_epoch: i
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    points = [Metric("train/loss", v, now, s) for s, v in history.steps]
+
+    # Each epoch's points carry the time the group reached them: the report's "seconds to" stay honest.
+    def at(step: int) -> int:
+        return history.times.get(max(step - 1, 0) // steps_per_epoch, now)
+
+    points = [Metric("train/loss", v, at(s), s) for s, v in history.steps]
     for key, values in history.epochs.items():
-        points += [Metric(key, v, now, (e + 1) * steps_per_epoch) for e, v in values]
+        points += [Metric(key, v, history.times.get(e, now), (e + 1) * steps_per_epoch) for e, v in values]
     last = max((e for values in history.epochs.values() for e, _ in values), default=0)
     points += [
         Metric(k, metrics[k], now, (last + 1) * steps_per_epoch) for k in ("test/loss", "test/acc") if k in metrics

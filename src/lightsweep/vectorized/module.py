@@ -12,6 +12,7 @@ per-member early stopping, divergence and best weights are kept here, epoch by e
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import pytorch_lightning as pl
@@ -37,6 +38,7 @@ class MemberHistory:
 
     epochs: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     steps: list[tuple[int, float]] = field(default_factory=list)
+    times: dict[int, int] = field(default_factory=dict)  # epoch (or step) -> when it was recorded, ms
     stopped_at: int | None = None  # epoch after which it stopped changing
     diverged_at: int | None = None
     best_epoch: int | None = None
@@ -228,10 +230,12 @@ class StackedClassifier(pl.LightningModule):
             self.trainer.should_stop = True
 
     def record(self, key: str, values: list[float]) -> None:
+        now = int(time.time() * 1000)
         for m, value in enumerate(values):
             history = self.history[m]
             if history.stopped_at is None or history.stopped_at >= self.current_epoch:
                 history.epochs.setdefault(key, []).append((self.current_epoch, value))
+                history.times[self.current_epoch] = now
 
     # --- test: each member's best weights ------------------------------------------------------------------
     def on_test_epoch_start(self):
