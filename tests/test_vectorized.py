@@ -168,3 +168,39 @@ def test_a_vectorized_sweep_lands_as_ordinary_children(tmp_path):
 
         model = MLPClassifier.load_from_checkpoint(client.download_artifacts(child.info.run_id, ckpt, str(tmp_path)))
         assert model.net[0].weight.shape == (256, 784)
+
+
+@pytest.mark.slow
+def test_optuna_batches_train_vectorized_and_score_their_trials(tmp_path):
+    """The Optuna sweeper hands the launcher `n_jobs` trials at a time: each batch is one group, and each
+    trial's score is its own member's validation accuracy."""
+    result = subprocess.run(
+        [
+            PYTHON,
+            "train.py",
+            "-m",
+            "hparams_search=lr_optuna",
+            "hydra/launcher=vectorized",
+            "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.n_jobs=2",
+            "hydra.sweeper.sampler.n_startup_trials=2",
+            f"paths.log_dir={tmp_path}/outputs",
+            "trainer.max_epochs=2",
+            "trainer.limit_train_batches=8",
+            "trainer.limit_val_batches=2",
+            *QUIET,
+        ],
+        cwd=ROOT,
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert output.count("trained as one model") == 2  # two batches of two trials
+    client, parents, children, _ = sweep_runs(tmp_path)
+    assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
+    assert {c.data.tags["lightsweep.vectorized"] for c in children} == {"0-1", "2-3"}
+    best = max(c.data.metrics["val/acc"] for c in children)
+    assert f"Best value: {best}" in output or f"Best value: {best:.6g}"[:16] in output, output[-2000:]
