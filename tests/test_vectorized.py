@@ -15,6 +15,7 @@ from helpers import PYTHON, QUIET, ROOT, cli_env, compose_config, sweep_runs
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from lightsweep.tracking.models import run_model
 from lightsweep.train import train
 from lightsweep.vectorized.group import Member, group_key, train_group
 
@@ -126,6 +127,7 @@ def test_a_vectorized_sweep_lands_as_ordinary_children(tmp_path):
             "optimizer=sgd",
             "optimizer.lr=0.05,1e12,0.1",
             "model=mlp",
+            "log_models=all",
             f"paths.log_dir={tmp_path}/outputs",
             "trainer.max_epochs=2",
             "trainer.limit_train_batches=8",
@@ -168,6 +170,7 @@ def test_a_vectorized_sweep_lands_as_ordinary_children(tmp_path):
 
         model = MLPClassifier.load_from_checkpoint(client.download_artifacts(child.info.run_id, ckpt, str(tmp_path)))
         assert model.net[0].weight.shape == (256, 784)
+        assert run_model(client, child) is not None  # log_models=all: each member logs its MLflow model
 
 
 @pytest.mark.slow

@@ -190,6 +190,7 @@ def _kwargs(node) -> dict:
 def _finish(member: Member, single, module, m: int, metrics: dict, data, steps_per_epoch: int, group: str) -> dict:
     """Member m's run: metrics, checkpoint, plots, tags, final status. Returns what `train()` returns."""
     from lightsweep import plots
+    from lightsweep.tracking.models import InputSpec, log_model, logs_own_model
     from lightsweep.tracking.run import end_run
 
     history = module.history[m]
@@ -222,6 +223,8 @@ def _finish(member: Member, single, module, m: int, metrics: dict, data, steps_p
         if checkpoint is not None:
             client.log_artifact(run_id, str(checkpoint), "checkpoints")
         client.set_tag(run_id, "lightsweep.vectorized", group)
+        if not diverged and checkpoint is not None and logs_own_model(member.cfg, in_sweep=True):  # log_models=all
+            log_model(client, run_id, single.net, InputSpec.from_training(data.datamodule, single))
         if diverged:
             client.set_tag(run_id, "lightsweep.diverged", "true")
             end_run(
