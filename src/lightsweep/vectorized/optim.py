@@ -147,6 +147,11 @@ class Rule:
             h.update(alpha=hp(lambda s: s["alpha"]), eps=hp(lambda s: s["eps"]), momentum=hp(lambda s: s["momentum"]))
             h["centered"] = flag("centered")
         self.h = h
+        # Python flags for what no member of the rule uses: those operations are skipped (exact: they
+        # would add 0 or select the other branch everywhere).
+        self.decay = bool(h["weight_decay"].any())
+        decoupled = h.get("decoupled", torch.zeros(1, dtype=torch.bool))
+        self.any_decoupled, self.all_decoupled = bool(decoupled.any()), bool(decoupled.all())
 
     def init_state(self, p: Tensor) -> dict[str, Tensor]:
         shape = (len(self.members), *p.shape[1:])
@@ -180,7 +185,8 @@ class Rule:
         lr_b = bcast(lr, p)
         if self.name == "sgd":
             # Coupled weight decay; a zero decay adds an exact 0 (torch skips the add).
-            g = g + h["weight_decay"] * p
+            if self.decay:
+                g = g + h["weight_decay"] * p
             # torch's first momentum step stores the gradient itself (no dampening).
             first = bcast(step == 1, p)
             buf = st.get("momentum_buffer")
@@ -192,8 +198,12 @@ class Rule:
             return p + (-lr_b) * g
         if self.name == "adam":
             decoupled = h["decoupled"]
-            p = torch.where(decoupled, p * (1 - lr_b * h["weight_decay"]), p)
-            g = torch.where(decoupled, g, g + h["weight_decay"] * p)
+            if self.decay and self.any_decoupled:
+                decayed = p * (1 - lr_b * h["weight_decay"])
+                p = decayed if self.all_decoupled else torch.where(decoupled, decayed, p)
+            if self.decay and not self.all_decoupled:
+                coupled = g + h["weight_decay"] * p
+                g = coupled if not self.any_decoupled else torch.where(decoupled, g, coupled)
             st["exp_avg"] = keep(active, st["exp_avg"].lerp(g, 1 - h["beta1"]), st["exp_avg"])
             sq = keep(active, st["exp_avg_sq"] * h["beta2"] + (1 - h["beta2"]) * g * g, st["exp_avg_sq"])
             st["exp_avg_sq"] = sq
@@ -208,13 +218,15 @@ class Rule:
             denom = sq.sqrt() / bc2_sqrt + h["eps"]
             return p + (-step_size) * st["exp_avg"] / denom
         if self.name == "adagrad":
-            g = g + h["weight_decay"] * p
+            if self.decay:
+                g = g + h["weight_decay"] * p
             clr = (bcast(lr, step) / (1 + (step - 1) * self.h["lr_decay"])).to(p.dtype)
             st["sum"] = keep(active, st["sum"] + g * g, st["sum"])
             std = st["sum"].sqrt() + h["eps"]
             return p + (-bcast(clr, p)) * g / std
         # rmsprop
-        g = g + h["weight_decay"] * p
+        if self.decay:
+            g = g + h["weight_decay"] * p
         alpha = h["alpha"]
         sq = st["square_avg"] * alpha + (1 - alpha) * g * g
         st["square_avg"] = keep(active, sq, st["square_avg"])
