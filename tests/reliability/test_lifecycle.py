@@ -15,6 +15,7 @@ from helpers import (
     TINY,
     all_runs,
     cli_env,
+    cli_error,
     run_sweep,
     sweep_runs,
     tracking_uri,
@@ -22,7 +23,7 @@ from helpers import (
 from inject import FAIL_ENV, fail_at
 from mlflow.tracking import MlflowClient
 
-from lightsweep.train import train
+from lightsweep.cli import task
 
 
 @pytest.mark.parametrize(
@@ -30,10 +31,15 @@ from lightsweep.train import train
     ["__init__", "setup", "on_train_batch_end", "on_fit_end", "on_test_end"],
     ids=["instantiation", "after-data-loading", "training", "after-training", "testing"],
 )
-def test_a_failure_anywhere_in_a_run_marks_it_failed(make_cfg, tmp_path, hook):
-    # A RuntimeError (a bug, not a LightsweepError); data loading's own errors: test_bad_input, test_train.
-    with pytest.raises(Exception, match=f"injected failure in {hook}"):
-        train(make_cfg(*TINY, *fail_at(hook)))
+def test_a_failure_anywhere_in_a_run_marks_it_failed(make_cfg, capsys, tmp_path, hook):
+    """A RuntimeError (a bug, not a LightsweepError) anywhere in `python train.py`'s run (lightsweep.cli.task):
+    the run is FAILED with the reason. Data loading's own errors: test_bad_input, test_train."""
+    cfg = make_cfg(*TINY, *fail_at(hook))
+    if hook == "__init__":  # a config that cannot be built is the user's to fix: one line, exit 2
+        assert "cannot build callbacks.fail" in cli_error(cfg, capsys)
+    else:  # a bug keeps its traceback (Hydra prints it, exit 1)
+        with pytest.raises(RuntimeError, match=f"injected failure in {hook}"):
+            task(cfg)
     (run,) = all_runs(MlflowClient(tracking_uri(tmp_path)))
     assert run.info.status == "FAILED"
     assert f"injected failure in {hook}" in run.data.tags["lightsweep.failure_reason"]
