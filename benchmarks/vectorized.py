@@ -73,22 +73,43 @@ def shapes(args):
 
 
 def matmul_bound(args) -> float:
-    """Seconds per member-epoch of the forward and weight-gradient matmuls alone (batched shapes)."""
+    """Seconds per member-epoch of the forward and weight-gradient matmuls alone, in the shapes the
+    vectorized module runs: the first layer as one wide matmul per seed group (its members share the
+    batch), the next layers as batched matmuls (each member has its own activations)."""
     import torch
 
     members, seeds, steps, layers = shapes(args)
-    b = 128
-    x = [torch.randn(members, b, n) for n in layers[:-1]]
-    w = [torch.randn(members, n, m) for n, m in zip(layers[:-1], layers[1:])]
-    g = [torch.randn(members, b, m) for m in layers[1:]]
+    b, per_group = 128, members // seeds
+    x0 = torch.randn(b, layers[0])
+    w0 = torch.randn(layers[0], per_group * layers[1])
+    g0 = torch.randn(b, per_group * layers[1])
+    x = [torch.randn(members, b, n) for n in layers[1:-1]]
+    w = [torch.randn(members, n, m) for n, m in zip(layers[1:-1], layers[2:])]
+    g = [torch.randn(members, b, m) for m in layers[2:]]
 
     def step():
+        for _ in range(seeds):
+            x0 @ w0  # forward
+            x0.T @ g0  # weight gradient
         for xi, wi, gi in zip(x, w, g):
-            torch.bmm(xi, wi)  # forward
-            torch.bmm(xi.transpose(1, 2), gi)  # weight gradient
+            torch.bmm(xi, wi)
+            torch.bmm(xi.transpose(1, 2), gi)
 
     median, _, _ = timed(step, repeat=20)
     return median * steps / members
+
+
+def epoch_seconds(folder: Path) -> float:
+    """Median seconds between consecutive epochs' val/acc points, over the sweep's runs."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    experiment = client.get_experiment_by_name("lightsweep")
+    gaps = []
+    for run in client.search_runs([experiment.experiment_id], "tags.mlflow.parentRunId LIKE '%'", max_results=1000):
+        times = sorted(m.timestamp for m in client.get_metric_history(run.info.run_id, "val/acc"))
+        gaps += [(b - a) / 1000 for a, b in zip(times, times[1:])]
+    return statistics.median(gaps) if gaps else float("nan")
 
 
 def step_breakdown(args) -> dict[str, tuple[float, float, float]]:
@@ -142,14 +163,19 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="lightsweep-bench-") as tmp:
         vec_wall, vec_rss = sweep("vectorized", args, Path(tmp) / "vectorized")
-        print(f"  vectorized: {vec_wall:7.1f} s wall, peak RSS {vec_rss:.2f} GB")
+        vec_epoch = epoch_seconds(Path(tmp) / "vectorized")
+        print(f"  vectorized: {vec_wall:7.1f} s wall, peak RSS {vec_rss:.2f} GB, {vec_epoch:.2f} s per group epoch")
         basic_wall, basic_rss = sweep("basic", args, Path(tmp) / "basic")
-        print(f"  basic:      {basic_wall:7.1f} s wall, peak RSS {basic_rss:.2f} GB")
+        basic_epoch = epoch_seconds(Path(tmp) / "basic")
+        print(f"  basic:      {basic_wall:7.1f} s wall, peak RSS {basic_rss:.2f} GB, {basic_epoch:.2f} s per job epoch")
     print(f"  vectorized / basic wall time: {vec_wall / basic_wall:.3f}")
-    per_member_epoch = vec_wall / (members * args.epochs)
-    print(f"  vectorized, per member-epoch (whole sweep wall / members / epochs): {per_member_epoch * 1e3:.1f} ms")
+    per_member_epoch = vec_epoch / members
+    print(
+        f"  per member-epoch: vectorized {per_member_epoch * 1e3:.1f} ms, basic {basic_epoch * 1e3:.1f} ms "
+        f"(ratio {per_member_epoch / basic_epoch:.3f})"
+    )
     bound = matmul_bound(args)
-    print(f"  matmul bound per member-epoch (forward + weight-gradient bmm, same shapes): {bound * 1e3:.1f} ms")
+    print(f"  matmul bound per member-epoch (forward + weight-gradient matmuls, same shapes): {bound * 1e3:.1f} ms")
     print(f"  per member-epoch cost / matmul bound: {per_member_epoch / bound:.2f}")
     if args.model != "softmax":
         print(f"  where a member's step goes ({members} members, batch 128), median [min, max]:")

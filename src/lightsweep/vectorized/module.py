@@ -127,6 +127,15 @@ class StackedClassifier(pl.LightningModule):
         params = dict(zip(self.names, weights))
         return vmap(one, in_dims=(0, 0 if x.dim() == 3 else None), randomness="different")(params, x)
 
+    def seed_group_logits(self, x: torch.Tensor, weights) -> torch.Tensor:
+        """(M, B, ...) logits from (S, B, D) batches: the members of each seed group share their batch,
+        so each layer is one wide matmul per seed group (not a per-member copy of the batch)."""
+        groups = [(self.seed_index == s).nonzero().flatten() for s in range(x.shape[0])]
+        parts = [self.member_logits(x[s], [w.index_select(0, idx) for w in weights]) for s, idx in enumerate(groups)]
+        order = torch.cat(groups)
+        logits = torch.cat(parts)
+        return torch.zeros_like(logits).index_copy(0, order, logits)
+
     def member_losses(self, logits: torch.Tensor, y: torch.Tensor, per_member: bool) -> torch.Tensor:
         return vmap(self.template[0].loss, in_dims=(0, 0 if per_member else None))(logits, y)
 
@@ -159,12 +168,15 @@ class StackedClassifier(pl.LightningModule):
     # --- training ---------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         x, y = batch
-        # One seed: every member sees the same batch, and a layer is one wide matmul for all of them.
+        x = x.to(self.weights[0].dtype)
         per_member = x.shape[0] > 1
-        x, y = (x[self.seed_index], y[self.seed_index]) if per_member else (x[0], y[0])
         optimizer = self.optimizers()
         active = optimizer.optimizer.active
-        logits = self.member_logits(x.to(self.weights[0].dtype), list(self.weights))
+        if per_member:
+            logits, y = self.seed_group_logits(x, list(self.weights)), y[self.seed_index]
+        else:
+            x, y = x[0], y[0]
+            logits = self.member_logits(x, list(self.weights))
         losses = self.member_losses(logits, y, per_member=per_member)
         bad = active & ~torch.isfinite(losses.detach())
         if bad.any():  # stop it before the step: its run fails, the others go on
