@@ -363,7 +363,13 @@ def test_failing_jobs_end_failed_with_the_reason_and_the_sweep_finishes(cluster,
     assert parent.data.tags["lightsweep.failed_jobs"] == "3"
     report = (Path(parent.data.tags["lightsweep.sweep_dir"]) / "report" / "report.md").read_text()
     assert "4 runs, 3 failed" in report
-    assert not slurm(cluster, "squeue", "-h").strip()  # nothing left running on the cluster
+    # Nothing left on the cluster. A job killed at its time limit is TIMEOUT in accounting (which the
+    # launcher waits for) while slurmd may still be cleaning up its processes (state CG): give it time.
+    deadline = time.monotonic() + 90
+    while (queue := slurm(cluster, "squeue", "-h", "-o", "%i %t").split()) and time.monotonic() < deadline:
+        assert set(queue[1::2]) <= {"CG"}, queue  # only completing, never running or pending
+        time.sleep(1)
+    assert not queue, queue
 
 
 def test_sweep_logs_to_the_team_server(cluster, tmp_path):
