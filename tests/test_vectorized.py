@@ -84,6 +84,7 @@ def test_members_equal_their_separate_jobs_in_float64(tmp_path, jobs):
         assert 0.3 < result["test/acc"] <= 1.0
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_each_member_as_its_job(tmp_path):
     """A member that cannot improve (lr 1e-9) stops after `patience` epochs; the others go on."""
     common = [
