@@ -7,7 +7,9 @@ In-process: each member's config is composed as its job's (`compose_config`), th
 from __future__ import annotations
 
 import glob
+import signal
 import subprocess
+import time
 
 import pytest
 import torch
@@ -208,3 +210,37 @@ def test_optuna_batches_train_vectorized_and_score_their_trials(tmp_path):
     assert {c.data.tags["lightsweep.vectorized"] for c in children} == {"0-1", "2-3"}
     best = max(c.data.metrics["val/acc"] for c in children)
     assert f"Best value: {best}" in output or f"Best value: {best:.6g}"[:16] in output, output[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_a_vectorized_sweep_with_every_member_killed(tmp_path, stop):
+    process = subprocess.Popen(
+        [PYTHON, "train.py", "-m", "hydra/launcher=vectorized", "optimizer=sgd,adam", "trainer.max_epochs=500"]
+        + [
+            "trainer.limit_train_batches=50",
+            "trainer.limit_val_batches=2",
+            f"paths.log_dir={tmp_path}/outputs",
+            *QUIET,
+        ],
+        cwd=ROOT,
+        env=cli_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120  # until both jobs are prepared (their .hydra files written)
+    while not list((tmp_path / "outputs").glob("multiruns/*/1-*/.hydra/config.yaml")):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.2)
+    time.sleep(5)  # into the group's training
+    process.send_signal(stop)
+    sent = time.monotonic()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + stop.value, stderr[-3000:]
+    assert time.monotonic() - sent < 15
+    assert f"interrupted ({stop.name})" in stderr and "Traceback" not in stderr, stderr[-3000:]
+    _, parents, children, _ = sweep_runs(tmp_path)
+    assert [c.info.status for c in children] == ["KILLED", "KILLED"]
+    assert all(c.data.tags["lightsweep.failure_reason"] == f"interrupted ({stop.name})" for c in children)
+    assert parents[0].info.status == "FAILED"

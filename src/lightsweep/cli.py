@@ -38,7 +38,7 @@ def task(cfg: DictConfig):
     return for_sweeper(cfg, guarded(cfg, train))
 
 
-def guarded(cfg: DictConfig, work):
+def guarded(cfg: DictConfig, work, sweeping: bool | None = None):
     """`work(cfg)` with the command line's handling of what goes wrong: a signal exits 130/143 (the run
     is KILLED); a user error exits 2 in one line; in a sweep a failed job returns {"failed": reason}
     (its run is FAILED) so that the other jobs, the report and an Optuna study go on."""
@@ -50,7 +50,8 @@ def guarded(cfg: DictConfig, work):
     except BaseException as err:
         if (signal_name := interrupts.interruption(err)) is None and not isinstance(err, Exception):
             raise
-        sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+        if sweeping is None:  # (a launcher that trains several jobs at once says so: no job's config is set then)
+            sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
         if signal_name is not None:
             # The run is KILLED and its checkpoints stay; a sweep stops too (the user asked it to).
             then = "the sweep stops" if sweeping else "continue it with the same overrides plus resume=last"

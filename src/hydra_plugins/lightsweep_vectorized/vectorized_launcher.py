@@ -125,7 +125,10 @@ class VectorizedLauncher(Launcher):
         name = f"{unit.jobs[0].idx}-{unit.jobs[-1].idx}"
         if members:
             log.info("Vectorized group %s: training %d members as one model", name, len(members))
-            results = iter(train_group(members, name))
+            # The command line's handling: a signal exits 130/143 with every member KILLED; an error
+            # fails every member's run (train_group ends them) and the sweep goes on.
+            outcome = guarded(members[0].cfg, lambda _: train_group(members, name), sweeping=True)
+            results = iter(outcome if isinstance(outcome, list) else [outcome] * len(members))
         for job, ret in zip(unit.jobs, returns):
             if isinstance(ret.return_value, Member):
                 result = next(results)

@@ -192,7 +192,7 @@ class StackedClassifier(pl.LightningModule):
         step = self.global_step  # optimizer steps so far, as a single run counts them
         if step % self.log_every == 0:
             for m in active.nonzero().flatten().tolist():
-                self.history[m].steps.append((step, float(losses[m])))
+                self.history[m].steps.append((step, float(losses[m].detach())))
 
     def on_train_epoch_end(self):
         losses, accs = self.epoch_values("train")
