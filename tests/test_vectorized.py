@@ -112,6 +112,7 @@ def test_group_keys_say_who_trains_together(make_cfg):
         (["trainer.gradient_clip_val=1"], "trainer.gradient_clip_val"),
         (["+callbacks.mine._target_=pytorch_lightning.callbacks.Timer"], "callbacks.mine"),
         (["optimizer._target_=torch.optim.LBFGS"], "LBFGS"),
+        (["callbacks.early_stopping.monitor=train/acc"], "callbacks.early_stopping.monitor"),
     ]:
         none, reason = group_key(make_cfg(*overrides))
         assert none is None and why in reason, (overrides, reason)

@@ -52,6 +52,10 @@ def group_key(cfg: DictConfig) -> tuple[str | None, str]:
     for key, plain in (("accumulate_grad_batches", 1), ("gradient_clip_val", None), ("val_check_interval", None)):
         if trainer.get(key, plain) not in (plain, 1.0 if key == "val_check_interval" else plain):
             return None, f"trainer.{key} is not vectorized"
+    for name in ("model_checkpoint", "early_stopping"):
+        monitor = OmegaConf.select(cfg, f"callbacks.{name}.monitor")
+        if monitor is not None and monitor not in ("val/acc", "val/loss"):
+            return None, f"callbacks.{name}.monitor={monitor}: members are compared on val/acc or val/loss"
     extra = sorted(k for k, c in (cfg.get("callbacks") or {}).items() if c and k not in KNOWN_CALLBACKS)
     if extra:
         return None, f"callbacks.{extra[0]} is a callback for one model"
@@ -141,6 +145,8 @@ def _fit_and_test(members: list[Member], group: str) -> list[dict]:
         stopping = Stopping(
             str(early.monitor), str(early.get("mode", "min")), int(early.patience), float(early.get("min_delta", 0.0))
         )
+    checkpoint = OmegaConf.select(cfg, "callbacks.model_checkpoint")
+    best_by = (str(checkpoint.monitor), str(checkpoint.get("mode", "min"))) if checkpoint else ("val/acc", "max")
     module = StackedClassifier(
         singles[0],
         [{k: v.detach() for k, v in model.named_parameters()} for model in singles],
@@ -152,6 +158,7 @@ def _fit_and_test(members: list[Member], group: str) -> list[dict]:
         [seeds.index(int(m.cfg.seed)) for m in members],
         stopping,
         int(cfg.trainer.get("log_every_n_steps", 50) or 50),
+        best_by,
     )
     data = GroupData(datamodule, seeds)
     trainer = instantiate(

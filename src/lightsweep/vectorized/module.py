@@ -89,7 +89,17 @@ class StackedClassifier(pl.LightningModule):
     `seed_index[m]` is its seed group in the batches.
     """
 
-    def __init__(self, template, states, optimizers, schedules, seed_index, stopping: Stopping, log_every: int):
+    def __init__(
+        self,
+        template,
+        states,
+        optimizers,
+        schedules,
+        seed_index,
+        stopping: Stopping,
+        log_every: int,
+        best_by: tuple[str, str] = ("val/acc", "max"),  # ModelCheckpoint's monitor and mode
+    ):
         super().__init__()
         self.automatic_optimization = False
         self.template = [template]  # a list: not a submodule (its own parameters are not trained)
@@ -99,7 +109,7 @@ class StackedClassifier(pl.LightningModule):
         )
         self.optimizer_specs, self.schedule_specs = optimizers, schedules
         self.register_buffer("seed_index", torch.as_tensor(seed_index), persistent=False)
-        self.stopping, self.log_every = stopping, log_every
+        self.stopping, self.log_every, self.best_by = stopping, log_every, best_by
         m = len(states)
         self.history = [MemberHistory() for _ in range(m)]
         self.best: list[torch.Tensor] = []  # each member's best weights, stacked (set when fit starts)
@@ -215,8 +225,9 @@ class StackedClassifier(pl.LightningModule):
         self.record("val/loss", losses)
         self.record("val/acc", accs)
         self.record("epoch", [float(self.current_epoch)] * self.members)
-        scores = {"val/acc": accs, "val/loss": losses}[self.stopping.monitor]
-        sign = 1 if self.stopping.mode == "max" else -1
+        values = {"val/acc": accs, "val/loss": losses}
+        scores, sign = values[self.stopping.monitor], 1 if self.stopping.mode == "max" else -1
+        best_scores, best_sign = values[self.best_by[0]], 1 if self.best_by[1] == "max" else -1
         active = self.active.clone()
         for m in range(self.members):
             if self.history[m].stopped_at is not None and self.history[m].stopped_at < self.current_epoch:
@@ -226,8 +237,9 @@ class StackedClassifier(pl.LightningModule):
                 history.diverged_at = history.stopped_at = self.current_epoch
                 active[m] = False
                 continue
-            if history.best_score is None or sign * (score - history.best_score) > 0:  # ModelCheckpoint
-                history.best_score, history.best_epoch = score, self.current_epoch
+            best_score = best_scores[m]
+            if history.best_score is None or best_sign * (best_score - history.best_score) > 0:  # ModelCheckpoint
+                history.best_score, history.best_epoch = best_score, self.current_epoch
                 for best, w in zip(self.best, self.weights):
                     best[m] = w.detach()[m]
             if self.stop_best[m] is None or sign * (score - self.stop_best[m]) > self.stopping.min_delta:
