@@ -13,7 +13,7 @@ import time
 
 import pytest
 import torch
-from helpers import PYTHON, QUIET, ROOT, cli_env, compose_config, sweep_runs
+from helpers import PYTHON, QUIET, ROOT, cli_env, compose_config, run_sweep, sweep_runs
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
@@ -122,29 +122,18 @@ def test_group_keys_say_who_trains_together(make_cfg):
 def test_a_vectorized_sweep_lands_as_ordinary_children(tmp_path):
     """The CLI with hydra/launcher=vectorized: one group, a diverging member FAILED alone, the others
     FINISHED with the usual metrics, plots and a checkpoint the single model loads."""
-    result = subprocess.run(
-        [
-            PYTHON,
-            "train.py",
-            "-m",
-            "hydra/launcher=vectorized",
-            "optimizer=sgd",
-            "optimizer.lr=0.05,1e12,0.1",
-            "model=mlp",
-            "log_models=all",
-            f"paths.log_dir={tmp_path}/outputs",
-            "trainer.max_epochs=2",
-            "trainer.limit_train_batches=8",
-            "trainer.limit_val_batches=2",
-            "trainer.limit_test_batches=2",
-            "trainer.log_every_n_steps=4",
-            *QUIET,
-        ],
-        cwd=ROOT,
-        env=cli_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_sweep(
+        tmp_path,
+        "hydra/launcher=vectorized",
+        "optimizer=sgd",
+        "optimizer.lr=0.05,1e12,0.1",
+        "model=mlp",
+        "log_models=all",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=8",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "trainer.log_every_n_steps=4",
     )
     assert result.returncode == 1, result.stderr[-3000:]  # a job failed ...
     assert "3 jobs, 1 failed (1 diverged)" in result.stdout
@@ -181,27 +170,16 @@ def test_a_vectorized_sweep_lands_as_ordinary_children(tmp_path):
 def test_optuna_batches_train_vectorized_and_score_their_trials(tmp_path):
     """The Optuna sweeper hands the launcher `n_jobs` trials at a time: each batch is one group, and each
     trial's score is its own member's validation accuracy."""
-    result = subprocess.run(
-        [
-            PYTHON,
-            "train.py",
-            "-m",
-            "hparams_search=lr_optuna",
-            "hydra/launcher=vectorized",
-            "hydra.sweeper.n_trials=4",
-            "hydra.sweeper.n_jobs=2",
-            "hydra.sweeper.sampler.n_startup_trials=2",
-            f"paths.log_dir={tmp_path}/outputs",
-            "trainer.max_epochs=2",
-            "trainer.limit_train_batches=8",
-            "trainer.limit_val_batches=2",
-            *QUIET,
-        ],
-        cwd=ROOT,
-        env=cli_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_sweep(
+        tmp_path,
+        "hparams_search=lr_optuna",
+        "hydra/launcher=vectorized",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=8",
+        "trainer.limit_val_batches=2",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
