@@ -124,9 +124,8 @@ def step_breakdown(args) -> dict[str, tuple[float, float, float]]:
     template = MLPClassifier(784, 10) if args.model == "mlp" else SoftmaxRegression(784, 10)
     states = [{k: v.detach().clone() for k, v in template.named_parameters()} for _ in range(members)]
     names = args.optimizers.split(",")
-    specs = [
-        member_spec(f"torch.optim.{'SGD' if n in ('sgd', 'momentum', 'nesterov') else n.capitalize()}") for n in names
-    ]
+    kinds = {"momentum": ("sgd", {"momentum": 0.9}), "nesterov": ("sgd", {"momentum": 0.9, "nesterov": True})}
+    specs = [member_spec(*kinds.get(n, (n, {}))) for n in names]
     specs = [specs[i % len(specs)] for i in range(members)]
     module = StackedClassifier(
         template, states, specs, [None] * members, [i % seeds for i in range(members)], Stopping(), 50
