@@ -33,6 +33,12 @@ class Splits:
     scale: float | None = None
 
 
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled order of an epoch: seeded by (seed, epoch) alone, so it does not depend on how many
+    epochs ran in this process (a resumed run, or a vectorized sweep's member, sees the same batches)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
 class TensorBatches:
     """Batches of (x, y) sliced from in-memory tensors.
 
@@ -68,8 +74,7 @@ class TensorBatches:
     def _indices(self) -> torch.Tensor | None:
         n = len(self.x)
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(n, generator=generator)
+            order = epoch_order(n, self.seed, self.epoch)
         elif self.world_size == 1:
             return None  # contiguous slices: views, no copy
         else:

@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 from torch.func import functional_call, vmap
 
+from lightsweep.data.base import epoch_order
 from lightsweep.vectorized.optim import MemberLRScheduler, MemberOptimizer
 
 
@@ -49,7 +50,7 @@ class SeedBatches:
     """Each epoch's batches of every seed group, stacked: (S, B, ...) per step.
 
     Seed group s draws exactly the batches `TensorBatches(shuffle=True, seed=seeds[s])` gives a
-    single job (a permutation seeded by (seed, epoch)); the last batch may be shorter, for all alike.
+    single job (`epoch_order`); the last batch may be shorter, for all alike.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seeds: list[int]):
@@ -70,12 +71,7 @@ class SeedBatches:
 
     def __iter__(self):
         n = len(self.x)
-        orders = torch.stack(
-            [
-                torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + self.epoch))
-                for seed in self.seeds
-            ]
-        ).to(self.x.device)
+        orders = torch.stack([epoch_order(n, seed, self.epoch) for seed in self.seeds]).to(self.x.device)
         for start in range(0, n, self.batch_size):
             idx = orders[:, start : start + self.batch_size]
             yield self.x[idx], self.y[idx]
