@@ -99,12 +99,9 @@ def check() -> None:
 @contextlib.contextmanager
 def deferred():
     """A signal arriving in the block is raised when the block ends, not in the middle of it."""
-    _state.deferring += 1
-    try:
+    with held() as hold:
         yield
-    finally:
-        _state.deferring -= 1
-    check()
+        hold.release()
 
 
 class held:
