@@ -155,27 +155,29 @@ class RunArtifacts(pl.Callback):
         )
 
     def _model_plots(self, trainer, pl_module) -> list[Path]:
-        import torch
+        return model_plots(trainer.datamodule, pl_module, self.plot_dir)
 
-        from lightsweep import plots
 
-        datamodule = trainer.datamodule
-        names, paths = datamodule.class_names, []
-        linear = getattr(pl_module.net, "linear", None)
-        if linear is not None and datamodule.image_shape and linear.out_features > 1:
-            paths.append(
-                plots.weight_templates(linear.weight, datamodule.image_shape, names, self.plot_dir / "weights.png")
-            )
-        if datamodule.input_dim == 2:
-            x, y = (t.cpu() for t in datamodule.tensors["test"])
-            device = pl_module.device
+def model_plots(datamodule, pl_module, plot_dir: Path) -> list[Path]:
+    """The model's own plots: a linear model's weight templates (images), the decision boundary (2-D data)."""
+    import torch
 
-            def predict_proba(points: torch.Tensor) -> torch.Tensor:
-                logits = pl_module(points.to(device, pl_module.dtype)).float().cpu()
-                return logits.sigmoid() if logits.ndim == 1 else logits.softmax(dim=1)[:, 1]
+    from lightsweep import plots
 
-            paths.append(plots.decision_boundary(predict_proba, x, y, names, self.plot_dir / "decision_boundary.png"))
-        return paths
+    names, paths = datamodule.class_names, []
+    linear = getattr(pl_module.net, "linear", None)
+    if linear is not None and datamodule.image_shape and linear.out_features > 1:
+        paths.append(plots.weight_templates(linear.weight, datamodule.image_shape, names, plot_dir / "weights.png"))
+    if datamodule.input_dim == 2:
+        x, y = (t.cpu() for t in datamodule.tensors["test"])
+        device = pl_module.device
+
+        def predict_proba(points: torch.Tensor) -> torch.Tensor:
+            logits = pl_module(points.to(device, pl_module.dtype)).float().cpu()
+            return logits.sigmoid() if logits.ndim == 1 else logits.softmax(dim=1)[:, 1]
+
+        paths.append(plots.decision_boundary(predict_proba, x, y, names, plot_dir / "decision_boundary.png"))
+    return paths
 
 
 def _history(trainer) -> EpochHistory:

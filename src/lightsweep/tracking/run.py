@@ -38,14 +38,20 @@ def tracked_run(client, run_id: str):
     try:
         yield run_id
     except BaseException as err:
-        if (signal_name := interrupts.interruption(err)) is not None:
-            interrupts.acknowledge()
-            end_run(client, run_id, "KILLED", f"interrupted ({signal_name})")
-        else:
-            end_run(client, run_id, "FAILED", f"{type(err).__name__}: {err}".strip())
+        end_run_for(client, run_id, err)
         raise
     else:
         end_run(client, run_id, "FINISHED")
+
+
+def end_run_for(client, run_id: str, err: BaseException) -> None:
+    """End `run_id` for `err`: KILLED by an interrupt (acted on: later checks do not raise it again),
+    else FAILED with the error as its reason."""
+    if (signal_name := interrupts.interruption(err)) is not None:
+        interrupts.acknowledge()
+        end_run(client, run_id, "KILLED", f"interrupted ({signal_name})")
+    else:
+        end_run(client, run_id, "FAILED", f"{type(err).__name__}: {err}".strip())
 
 
 def end_run(client, run_id: str, status: str, reason: str | None = None) -> None:

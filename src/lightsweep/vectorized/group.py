@@ -82,7 +82,7 @@ class Member:
 def prepare(cfg: DictConfig) -> Member:
     """In the job's Hydra context: validate, open the MLflow child run and log its config (as train())."""
     from lightsweep.sweeps.context import current_job
-    from lightsweep.tracking.run import end_run
+    from lightsweep.tracking.run import end_run_for
     from lightsweep.tracking.setup import log_config, open_run
     from lightsweep.train import check_config
 
@@ -97,9 +97,7 @@ def prepare(cfg: DictConfig) -> Member:
                 log_config(run.client, run.run_id, cfg)
         except BaseException as err:
             if run is not None:
-                signal_name = interrupts.interruption(err)
-                status = "KILLED" if signal_name else "FAILED"
-                end_run(run.client, run.run_id, status, f"interrupted ({signal_name})" if signal_name else str(err))
+                end_run_for(run.client, run.run_id, err)
             raise
     # Resolved now: `${hydra:...}` values (output dir, choices) exist only inside this job's context.
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
@@ -108,20 +106,15 @@ def prepare(cfg: DictConfig) -> Member:
 
 def train_group(members: list[Member], group: str) -> list[dict]:
     """Train `members` as one model; each member's metrics (as `train()` returns them) or {"failed": ...}."""
-    from lightsweep.tracking.run import end_run
+    from lightsweep.tracking.run import end_run_for
 
     started = time.perf_counter()
     try:
         results = _fit_and_test(members, group)
     except BaseException as err:
-        signal_name = interrupts.interruption(err)
         for member in members:
             if member.run is not None:
-                status = "KILLED" if signal_name else "FAILED"
-                reason = f"interrupted ({signal_name})" if signal_name else f"{type(err).__name__}: {err}"
-                end_run(member.run.client, member.run.run_id, status, reason)
-        if signal_name is not None:
-            interrupts.acknowledge()
+                end_run_for(member.run.client, member.run.run_id, err)
         raise
     log.info("vectorized group %s: %d members in %.1f s", group, len(members), time.perf_counter() - started)
     return results
@@ -197,6 +190,7 @@ def _kwargs(node) -> dict:
 def _finish(member: Member, single, module, m: int, metrics: dict, data, steps_per_epoch: int, group: str) -> dict:
     """Member m's run: metrics, checkpoint, plots, tags, final status. Returns what `train()` returns."""
     from lightsweep import plots
+    from lightsweep.callbacks.artifacts import model_plots
     from lightsweep.tracking.models import InputSpec, log_model, logs_own_model
     from lightsweep.tracking.run import end_run
 
@@ -204,24 +198,20 @@ def _finish(member: Member, single, module, m: int, metrics: dict, data, steps_p
     out = Path(str(member.cfg.paths.output_dir))
     single.to(module.weights[0].dtype)  # the precision it trained in (as a single run's checkpoint)
     single.load_state_dict(module.member_state(m, best=True), strict=False)
+    spec = InputSpec.from_training(data.datamodule, single)
     paths = [plots.learning_curves(history.epochs, out / "plots" / "learning_curves.png")]
     checkpoint = None
     if history.best_epoch is not None:
-        checkpoint = _save_checkpoint(single, history, out, steps_per_epoch, data)
+        checkpoint = _save_checkpoint(single, history, out, steps_per_epoch, spec)
     if "test/acc" in metrics and hasattr(module, "confusion"):
         names = data.datamodule.class_names
         paths.append(plots.confusion_matrix(module.confusion[m].cpu(), names, out / "plots" / "confusion_matrix.png"))
-    linear = getattr(single.net, "linear", None)
-    if linear is not None and data.datamodule.image_shape and linear.out_features > 1:
-        paths.append(
-            plots.weight_templates(
-                linear.weight.detach(),
-                data.datamodule.image_shape,
-                data.datamodule.class_names,
-                out / "plots" / "weights.png",
-            )
-        )
+    paths += model_plots(data.datamodule, single, out / "plots")
     diverged = history.diverged_at is not None
+    reason = (
+        f"training diverged (non-finite train/loss at epoch {history.diverged_at}): lower optimizer.lr "
+        f"(now {member.cfg.optimizer.lr}) or add weight decay"
+    )
     if member.run is not None:
         client, run_id = member.run.client, member.run.run_id
         _log_metrics(client, run_id, history, metrics, steps_per_epoch)
@@ -231,31 +221,22 @@ def _finish(member: Member, single, module, m: int, metrics: dict, data, steps_p
             client.log_artifact(run_id, str(checkpoint), "checkpoints")
         client.set_tag(run_id, "lightsweep.vectorized", group)
         if not diverged and checkpoint is not None and logs_own_model(member.cfg, in_sweep=True):  # log_models=all
-            log_model(client, run_id, single.net, InputSpec.from_training(data.datamodule, single))
+            log_model(client, run_id, single.net, spec)
         if diverged:
             client.set_tag(run_id, "lightsweep.diverged", "true")
-            end_run(
-                client,
-                run_id,
-                "FAILED",
-                "training diverged (non-finite train/loss): lower optimizer.lr or add weight decay",
-            )
+            end_run(client, run_id, "FAILED", reason)
         else:
             end_run(client, run_id, "FINISHED")
         metrics["run_id"] = run_id
-    if diverged:
-        return {
-            "failed": f"training diverged (non-finite train/loss at epoch {history.diverged_at}): lower optimizer.lr or add weight decay"
-        }
-    return metrics
+    return {"failed": reason} if diverged else metrics
 
 
-def _save_checkpoint(single, history, out: Path, steps_per_epoch: int, data) -> Path:
+def _save_checkpoint(single, history, out: Path, steps_per_epoch: int, spec) -> Path:
     """An ordinary single-model checkpoint of the member's best weights (`load_from_checkpoint` loads it)."""
     import pytorch_lightning as pl
     import torch
 
-    from lightsweep.tracking.models import SPEC_STATE, InputSpec
+    from lightsweep.tracking.models import SPEC_STATE
 
     epoch = history.best_epoch
     acc = dict(history.epochs.get("val/acc", [])).get(epoch, math.nan)
@@ -268,7 +249,7 @@ def _save_checkpoint(single, history, out: Path, steps_per_epoch: int, data) -> 
             "global_step": (epoch + 1) * steps_per_epoch,
             "state_dict": {k: v.detach().cpu() for k, v in single.state_dict().items()},
             "hyper_parameters": dict(single.hparams),
-            "callbacks": {SPEC_STATE: InputSpec.from_training(data.datamodule, single).state()},
+            "callbacks": {SPEC_STATE: spec.state()},
         },
         path,
     )
