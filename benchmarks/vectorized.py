@@ -52,6 +52,11 @@ def sweep(launcher: str, args, folder: Path) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1e6
 
 
+def spread(values: tuple[float, float, float]) -> str:
+    """ "median [min, max]" of an epoch-time triple."""
+    return f"{values[0]:.3f} [{values[1]:.3f}, {values[2]:.3f}]"
+
+
 def timed(fn, repeat: int = 5) -> tuple[float, float, float]:
     """(median, min, max) seconds of fn() after one warm-up call."""
     fn()
@@ -99,8 +104,8 @@ def matmul_bound(args) -> float:
     return median * steps / members
 
 
-def epoch_seconds(folder: Path) -> float:
-    """Median seconds between consecutive epochs' val/acc points, over the sweep's runs."""
+def epoch_seconds(folder: Path) -> tuple[float, float, float]:
+    """(median, min, max) seconds between consecutive epochs' val/acc points, over the sweep's runs."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
@@ -109,7 +114,9 @@ def epoch_seconds(folder: Path) -> float:
     for run in client.search_runs([experiment.experiment_id], "tags.mlflow.parentRunId LIKE '%'", max_results=1000):
         times = sorted(m.timestamp for m in client.get_metric_history(run.info.run_id, "val/acc"))
         gaps += [(b - a) / 1000 for a, b in zip(times, times[1:])]
-    return statistics.median(gaps) if gaps else float("nan")
+    if not gaps:
+        return float("nan"), float("nan"), float("nan")
+    return statistics.median(gaps), min(gaps), max(gaps)
 
 
 def step_breakdown(args) -> dict[str, tuple[float, float, float]]:
@@ -126,17 +133,16 @@ def step_breakdown(args) -> dict[str, tuple[float, float, float]]:
     names = args.optimizers.split(",")
     kinds = {"momentum": ("sgd", {"momentum": 0.9}), "nesterov": ("sgd", {"momentum": 0.9, "nesterov": True})}
     specs = [member_spec(*kinds.get(n, (n, {}))) for n in names]
-    specs = [specs[i % len(specs)] for i in range(members)]
-    module = StackedClassifier(
-        template, states, specs, [None] * members, [i % seeds for i in range(members)], Stopping(), 50
-    )
+    specs = [specs[i % len(specs)] for i in range(members)]  # as a group orders them: by seed, then rule
+    seed_index = [i * seeds // members for i in range(members)]
+    module = StackedClassifier(template, states, specs, [None] * members, seed_index, Stopping(), 50)
     optimizer = MemberOptimizer(module.weights, specs)
-    x = torch.randn(members, 128, 784)
-    y = torch.randint(0, 10, (members, 128))
+    x = torch.randn(seeds, 128, 784)
+    y = torch.randint(0, 10, (seeds, 128))
 
     def forward_backward():
-        logits = module.member_logits(x, list(module.weights))
-        module.member_losses(logits, y, per_member=True).sum().backward()
+        losses, _, _ = module.run_members(x, y, list(module.weights), shared=False)
+        losses.sum().backward()
 
     forward_backward()
     per = {
@@ -162,11 +168,12 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="lightsweep-bench-") as tmp:
         vec_wall, vec_rss = sweep("vectorized", args, Path(tmp) / "vectorized")
-        vec_epoch = epoch_seconds(Path(tmp) / "vectorized")
-        print(f"  vectorized: {vec_wall:7.1f} s wall, peak RSS {vec_rss:.2f} GB, {vec_epoch:.2f} s per group epoch")
+        vec = epoch_seconds(Path(tmp) / "vectorized")
+        print(f"  vectorized: {vec_wall:7.1f} s wall, peak RSS {vec_rss:.2f} GB, {spread(vec)} s per group epoch")
         basic_wall, basic_rss = sweep("basic", args, Path(tmp) / "basic")
-        basic_epoch = epoch_seconds(Path(tmp) / "basic")
-        print(f"  basic:      {basic_wall:7.1f} s wall, peak RSS {basic_rss:.2f} GB, {basic_epoch:.2f} s per job epoch")
+        basic = epoch_seconds(Path(tmp) / "basic")
+        print(f"  basic:      {basic_wall:7.1f} s wall, peak RSS {basic_rss:.2f} GB, {spread(basic)} s per job epoch")
+    vec_epoch, basic_epoch = vec[0], basic[0]
     print(f"  vectorized / basic wall time: {vec_wall / basic_wall:.3f}")
     per_member_epoch = vec_epoch / members
     print(

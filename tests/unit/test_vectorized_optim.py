@@ -160,6 +160,19 @@ def test_scheduler_lr_per_epoch(schedule):
         assert opt.member_lr[1].item() == base[1]
 
 
+def test_members_in_seed_blocks_update_as_strided_views_and_match_torch():
+    # A vectorized group's order: by seed group, then by rule. Each rule is then a strided view.
+    members = PROJECT + PROJECT
+    pair = Pair(members, [[STEP, COSINE, None][i % 3] for i in range(len(members))])
+    assert [r.blocks for r in pair.opt.rules] == [(2, 7, 0, 3), (2, 7, 3, 1), (2, 7, 4, 1), (2, 7, 5, 2)]
+    pair.steps(9)
+    stopped = {2, 12}
+    for i in stopped:  # then those rules gather their active members
+        pair.opt.active[i] = False
+    pair.steps(12, stopped=stopped)
+    assert pair.max_diff() <= TOL
+
+
 def test_inactive_members_stay_bit_identical():
     members = VARIANTS + PROJECT
     pair = Pair(members, [[STEP, COSINE, None][i % 3] for i in range(len(members))])

@@ -124,8 +124,13 @@ def _fit_and_test(members: list[Member], group: str) -> list[dict]:
     from lightsweep.build import build_model, instantiate
     from lightsweep.callbacks import SignalCheck
     from lightsweep.vectorized.module import GroupData, StackedClassifier, Stopping
-    from lightsweep.vectorized.optim import member_spec, schedule_spec
+    from lightsweep.vectorized.optim import RULES, member_spec, resolve_target, schedule_spec
 
+    # Sorted by seed, then update rule: each seed group's members are one slice of the stacked weights,
+    # and each rule's members a regular pattern that the optimizer updates as a view.
+    rules = [RULES[resolve_target(m.cfg.optimizer._target_)] for m in members]
+    order = sorted(range(len(members)), key=lambda i: (int(members[i].cfg.seed), rules[i]))
+    members = [members[i] for i in order]
     cfg = members[0].cfg
     singles = []
     for member in members:
@@ -180,7 +185,10 @@ def _fit_and_test(members: list[Member], group: str) -> list[dict]:
         if tested and history.diverged_at is None:
             metrics.update({"test/loss": test_loss[m], "test/acc": test_acc[m]})
         results.append(_finish(member, single, module, m, metrics, data, steps_per_epoch, group))
-    return results
+    in_job_order = [{}] * len(results)
+    for position, i in enumerate(order):
+        in_job_order[i] = results[position]
+    return in_job_order
 
 
 def _kwargs(node) -> dict:

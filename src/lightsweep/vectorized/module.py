@@ -1,9 +1,11 @@
 """M sweep members of one architecture trained as one LightningModule.
 
 Each member is the separate job's `Classifier` (same initial weights, same batches, same update rule):
-the network runs once per step for all members through `torch.func.vmap` over stacked parameters
+the network runs once per step and seed group through `torch.func.vmap` over stacked parameters
 (leading dimension M), the loss of each member is its own model's loss, and `MemberOptimizer` applies
-each member's torch.optim rule. Members that share a seed share their batches (`SeedBatches`).
+each member's torch.optim rule. Members that share a seed share their batches (`SeedBatches`), so a
+seed group's first layer is one wide matmul; members come sorted by seed group, so each group's
+weights are one slice of the stack (`split`: one gradient copy back, not a scatter per group).
 
 Lightning allows per-member optimizers only under manual optimization, so the module steps itself;
 per-member early stopping, divergence and best weights are kept here, epoch by epoch.
@@ -82,7 +84,7 @@ class StackedClassifier(pl.LightningModule):
 
     `template` is one of them: its network structure, loss and labels serve all (their parameters are
     stacked here). `optimizers[m]`/`schedules[m]` are member m's specs (lightsweep.vectorized.optim);
-    `seed_index[m]` is its seed group in the batches.
+    `seed_index[m]` is its seed group in the batches: 0, 1, ... in order (members sorted by seed).
     """
 
     def __init__(
@@ -104,7 +106,11 @@ class StackedClassifier(pl.LightningModule):
             torch.nn.Parameter(torch.stack([state[name] for state in states])) for name in self.names
         )
         self.optimizer_specs, self.schedule_specs = optimizers, schedules
-        self.register_buffer("seed_index", torch.as_tensor(seed_index), persistent=False)
+        seed_index = [int(s) for s in seed_index]
+        groups = max(seed_index) + 1
+        if seed_index != sorted(seed_index) or set(seed_index) != set(range(groups)):
+            raise ValueError(f"members must come sorted by seed group 0, 1, ...; got {seed_index}")
+        self.group_sizes = [seed_index.count(s) for s in range(groups)]
         self.stopping, self.log_every, self.best_by = stopping, log_every, best_by
         m = len(states)
         self.history = [MemberHistory() for _ in range(m)]
@@ -123,36 +129,32 @@ class StackedClassifier(pl.LightningModule):
         return [optimizer], [scheduler]
 
     # --- the members' forward and loss ----------------------------------------------------------------
-    def member_logits(self, x: torch.Tensor, weights) -> torch.Tensor:
-        """(M, B, ...) logits; `x` is (M, B, D) (one batch per member) or (B, D) (shared)."""
+    def run_members(self, x: torch.Tensor, y: torch.Tensor, weights, shared: bool):
+        """Each member's loss (M,), correct predictions (M,) and predicted labels (M, B).
+
+        `shared`: `x`, `y` are one batch for all members; else (S, B, ...) stacks of one batch per
+        seed group. One vmapped call per seed group: forward, loss and predictions together.
+        """
         template = self.template[0]
 
-        def one(params, xi):
-            return functional_call(template, params, (xi,))
+        def one(params, xi, yi):
+            logits = functional_call(template, params, (xi,))
+            predicted = template.predict_labels(logits)
+            return template.loss(logits, yi), (predicted == template.class_index(yi)).sum(), predicted
 
-        params = dict(zip(self.names, weights))
-        return vmap(one, in_dims=(0, 0 if x.dim() == 3 else None), randomness="different")(params, x)
+        members = vmap(one, in_dims=(0, None, None), randomness="different")
+        if shared:
+            return members(dict(zip(self.names, weights)), x, y)
+        groups, size = len(self.group_sizes), self.group_sizes[0]
+        if self.group_sizes == [size] * groups:  # equal seed groups: one call, vmapped over the groups too
+            params = {name: w.view(groups, size, *w.shape[1:]) for name, w in zip(self.names, weights)}
+            out = vmap(members, in_dims=(0, 0, 0), randomness="different")(params, x, y)
+            return tuple(o.flatten(0, 1) for o in out)
+        pieces = [w.split(self.group_sizes) for w in weights]
+        out = [members(dict(zip(self.names, [p[s] for p in pieces])), x[s], y[s]) for s in range(len(pieces[0]))]
+        return tuple(torch.cat(parts) for parts in zip(*out))
 
-    def seed_group_logits(self, x: torch.Tensor, weights) -> torch.Tensor:
-        """(M, B, ...) logits from (S, B, D) batches: the members of each seed group share their batch,
-        so each layer is one wide matmul per seed group (not a per-member copy of the batch)."""
-        groups = [(self.seed_index == s).nonzero().flatten() for s in range(x.shape[0])]
-        parts = [self.member_logits(x[s], [w.index_select(0, idx) for w in weights]) for s, idx in enumerate(groups)]
-        order = torch.cat(groups)
-        logits = torch.cat(parts)
-        return torch.zeros_like(logits).index_copy(0, order, logits)
-
-    def member_losses(self, logits: torch.Tensor, y: torch.Tensor, per_member: bool) -> torch.Tensor:
-        return vmap(self.template[0].loss, in_dims=(0, 0 if per_member else None))(logits, y)
-
-    def member_correct(self, logits: torch.Tensor, y: torch.Tensor, per_member: bool) -> torch.Tensor:
-        template = self.template[0]
-        labels = vmap(template.class_index)(y) if per_member else template.class_index(y)
-        return (vmap(template.predict_labels)(logits) == labels).sum(dim=1)
-
-    def accumulate(self, stage: str, logits, y, losses, per_member: bool) -> None:
-        n = y.shape[1] if per_member else y.shape[0]
-        correct = self.member_correct(logits, y, per_member)
+    def accumulate(self, stage: str, losses: torch.Tensor, correct: torch.Tensor, n: int) -> None:
         for key, value in (("loss", losses.detach().double() * n), ("correct", correct)):
             self.sums[f"{stage}/{key}"] = self.sums.get(f"{stage}/{key}", 0) + value
         self.sums[f"{stage}/n"] = self.sums.get(f"{stage}/n", 0) + n
@@ -174,16 +176,9 @@ class StackedClassifier(pl.LightningModule):
     # --- training ---------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         x, y = batch
-        x = x.to(self.weights[0].dtype)
-        per_member = x.shape[0] > 1
+        losses, correct, _ = self.run_members(x.to(self.weights[0].dtype), y, list(self.weights), shared=False)
         optimizer = self.optimizers()
         active = optimizer.optimizer.active
-        if per_member:
-            logits, y = self.seed_group_logits(x, list(self.weights)), y[self.seed_index]
-        else:
-            x, y = x[0], y[0]
-            logits = self.member_logits(x, list(self.weights))
-        losses = self.member_losses(logits, y, per_member=per_member)
         bad = active & ~torch.isfinite(losses.detach())
         if bad.any():  # stop it before the step: its run fails, the others go on
             for m in bad.nonzero().flatten().tolist():
@@ -192,9 +187,9 @@ class StackedClassifier(pl.LightningModule):
             active = active & ~bad
             optimizer.optimizer.active = active
         optimizer.zero_grad()
-        self.manual_backward(torch.where(active, losses, torch.zeros_like(losses)).sum())
+        self.manual_backward((losses if bool(active.all()) else torch.where(active, losses, 0.0)).sum())
         optimizer.step()
-        self.accumulate("train", logits.detach(), y, losses, per_member=per_member)
+        self.accumulate("train", losses, correct, y.shape[1])
         step = self.global_step  # optimizer steps so far, as a single run counts them
         if step % self.log_every == 0:
             for m in active.nonzero().flatten().tolist():
@@ -211,8 +206,8 @@ class StackedClassifier(pl.LightningModule):
     # --- validation: per-member early stopping and best weights -------------------------------------------
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        logits = self.member_logits(x.to(self.weights[0].dtype), list(self.weights))
-        self.accumulate("val", logits, y, self.member_losses(logits, y, False), per_member=False)
+        losses, correct, _ = self.run_members(x.to(self.weights[0].dtype), y, list(self.weights), shared=True)
+        self.accumulate("val", losses, correct, len(y))
 
     def on_validation_epoch_end(self):
         losses, accs = self.epoch_values("val")
@@ -264,11 +259,9 @@ class StackedClassifier(pl.LightningModule):
 
     def test_step(self, batch, batch_idx):
         x, y = batch
-        logits = self.member_logits(x.to(self.best[0].dtype), self.best)
-        self.accumulate("test", logits, y, self.member_losses(logits, y, False), per_member=False)
-        template = self.template[0]
-        predicted = vmap(template.predict_labels)(logits)
-        labels = template.class_index(y)
+        losses, correct, predicted = self.run_members(x.to(self.best[0].dtype), y, self.best, shared=True)
+        self.accumulate("test", losses, correct, len(y))
+        labels = self.template[0].class_index(y)
         k = self.confusion.shape[1]
         flat = labels * k + predicted + torch.arange(self.members, device=self.device)[:, None] * k * k
         self.confusion += torch.bincount(flat.flatten(), minlength=self.members * k * k).view(self.members, k, k)

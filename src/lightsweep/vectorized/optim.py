@@ -5,7 +5,7 @@ Every parameter has a leading member dimension M. `MemberOptimizer` applies to e
 paths of SGD, Adam, AdamW, Adagrad and RMSprop, same operation order), with that member's own
 hyperparameters. Members are grouped by update rule; within a rule every hyperparameter is a (M_rule,)
 tensor broadcast over the member dimension, so a step is a few tensor ops per parameter and rule,
-with no Python loop over members.
+with no Python loop over members, updating parameters and buffers in place.
 
 Per-member learning rate: `optimizer.member_lr`, a float64 tensor of shape (M,) (it is
 `param_groups[0]["lr"]`, so it is saved with the optimizer). Whatever sets it in place
@@ -103,26 +103,49 @@ def normalize(member: Mapping[str, Any]) -> dict[str, Any]:
     return member_spec(member["name"], {k: v for k, v in member.items() if k != "name"})
 
 
-def bcast(values: Tensor, like: Tensor) -> Tensor:
-    """(M_r,) -> (M_r, 1, ..., 1) in `like`'s dtype, to broadcast over a batched tensor."""
+def bcast(values: Tensor, like: Tensor, lead: tuple[int, ...] = (-1,)) -> Tensor:
+    """(M_r,) -> (*lead, 1, ..., 1) in `like`'s dtype, to broadcast over `like`, whose member
+    dimensions are `lead`: (M_r,), or (blocks, rows) for a strided view (`Rule.view`)."""
     if values.dtype != torch.bool:
         values = values.to(like.dtype)
-    return values.view(-1, *([1] * (like.dim() - 1)))
+    return values.view(*lead, *([1] * (like.dim() - len(lead))))
 
 
-def keep(active: Tensor, new: Tensor, old: Tensor) -> Tensor:
-    if bool(active.all()):  # the usual case: no member stopped, nothing to mask
-        return new
-    return torch.where(bcast(active, old), new, old)
+def blocks(members: Sequence[int], total: int) -> tuple[int, int, int, int] | None:
+    """(groups, size, start, length) when `members` are rows start..start+length-1 of each of
+    `groups` equal blocks of `size` rows (of `total`); then they are a strided view, no copy."""
+    n = len(members)
+    for groups in range(1, n + 1):
+        if n % groups or total % groups:
+            continue
+        size, length, start = total // groups, n // groups, members[0]
+        expected = [start + g * size + j for g in range(groups) for j in range(length)]
+        if start + length <= size and list(members) == expected:
+            return groups, size, start, length
+    return None
+
+
+def select(mask: Tensor, new: Tensor, old: Tensor, uniform: bool | None) -> Tensor:
+    """`new` where `mask` (per member), else `old`; `uniform`: the mask's one value when all agree."""
+    if uniform is None:
+        return torch.where(mask, new, old)
+    return new if uniform else old
 
 
 class Rule:
-    """The members of one update rule: their positions in the member dimension and hyperparameters."""
+    """The members of one update rule: their positions in the member dimension and hyperparameters.
 
-    def __init__(self, name: str, members: Sequence[int], specs: Sequence[Mapping[str, Any]], device):
+    A step updates the parameters and buffers in place, operation for operation as torch's
+    single-tensor code path, with the per-member hyperparameters as (M_r, 1, ...) tensors.
+    """
+
+    def __init__(self, name: str, members: Sequence[int], specs: Sequence[Mapping[str, Any]], device, total: int):
         self.name = name
         self.members = list(members)
         self.index = torch.tensor(self.members, dtype=torch.long, device=device)
+        # Members sorted by seed group, then by rule (as vectorized groups are) are a regular pattern.
+        self.blocks = blocks(self.members, total)
+        self.lead = (self.blocks[0], self.blocks[3]) if self.blocks else (len(self.members),)
 
         def hp(get) -> Tensor:
             return torch.tensor([get(s) for s in specs], dtype=torch.float64, device=device)
@@ -134,6 +157,7 @@ class Rule:
         if name == "sgd":
             h.update(momentum=hp(lambda s: s["momentum"]), dampening=hp(lambda s: s["dampening"]))
             h["nesterov"] = flag("nesterov")
+            h["uses_momentum"] = h["momentum"] != 0
         elif name == "adam":
             h.update(beta1=hp(lambda s: s["betas"][0]), beta2=hp(lambda s: s["betas"][1]), eps=hp(lambda s: s["eps"]))
             h["amsgrad"] = flag("amsgrad")
@@ -146,12 +170,36 @@ class Rule:
         else:
             h.update(alpha=hp(lambda s: s["alpha"]), eps=hp(lambda s: s["eps"]), momentum=hp(lambda s: s["momentum"]))
             h["centered"] = flag("centered")
+            h["uses_momentum"] = h["momentum"] > 0
         self.h = h
-        # Python flags for what no member of the rule uses: those operations are skipped (exact: they
-        # would add 0 or select the other branch everywhere).
+        # Derived per-member factors, as torch derives them from its Python floats.
+        if name == "sgd":
+            h["one_minus_dampening"] = 1 - h["dampening"]
+        elif name == "adam":
+            h["one_minus_beta1"], h["one_minus_beta2"] = 1 - h["beta1"], 1 - h["beta2"]
+        elif name == "rmsprop":
+            h["one_minus_alpha"] = 1 - h["alpha"]
+        # Boolean hyperparameters whose members all agree are Python values: the other branch is skipped.
+        self.uniform = {
+            k: (bool(v[0]) if bool((v == v[0]).all()) else None) for k, v in h.items() if v.dtype == torch.bool
+        }
         self.decay = bool(h["weight_decay"].any())
-        decoupled = h.get("decoupled", torch.zeros(1, dtype=torch.bool))
-        self.any_decoupled, self.all_decoupled = bool(decoupled.any()), bool(decoupled.all())
+        self.broadcast: dict[tuple, dict[str, Tensor]] = {}
+
+    def view(self, t: Tensor) -> Tensor:
+        """The rule's members of a batched (M, ...) tensor, as a view (needs `blocks`)."""
+        groups, size, start, length = self.blocks
+        return t.view(groups, size, *t.shape[1:])[:, start : start + length]
+
+    def factors(self, like: Tensor, rows: Tensor | None, lead: tuple[int, ...]) -> dict[str, Tensor]:
+        """The hyperparameters of `rows` (None: all), broadcast over `like` (cached for all rows)."""
+        key = (like.dim(), like.dtype, like.device, lead)
+        if rows is None and key in self.broadcast:
+            return self.broadcast[key]
+        h = {k: bcast(v if rows is None else v.index_select(0, rows), like, lead) for k, v in self.h.items()}
+        if rows is None:
+            self.broadcast[key] = h
+        return h
 
     def init_state(self, p: Tensor) -> dict[str, Tensor]:
         shape = (len(self.members), *p.shape[1:])
@@ -161,7 +209,7 @@ class Rule:
             return torch.zeros(shape, dtype=p.dtype, device=p.device)
 
         h = self.h
-        if self.name == "sgd" and bool((h["momentum"] != 0).any()):
+        if self.name == "sgd" and bool(h["uses_momentum"].any()):
             st["momentum_buffer"] = zeros()
         elif self.name == "adam":
             st["exp_avg"], st["exp_avg_sq"] = zeros(), zeros()
@@ -171,77 +219,93 @@ class Rule:
             st["sum"] = zeros() + bcast(h["initial_accumulator_value"], p)
         elif self.name == "rmsprop":
             st["square_avg"] = zeros()
-            if bool((h["momentum"] > 0).any()):
+            if bool(h["uses_momentum"].any()):
                 st["momentum_buffer"] = zeros()
             if bool(h["centered"].any()):
                 st["grad_avg"] = zeros()
         return st
 
-    def update(self, p: Tensor, g: Tensor, st: dict[str, Tensor], lr: Tensor, active: Tensor) -> Tensor:
-        """New values of the rule's member slices `p` (inactive ones unchanged); updates `st` in place."""
-        h = {k: bcast(v, p) for k, v in self.h.items()}
-        step = st["step"] + active.to(torch.float64)
-        st["step"] = step
-        lr_b = bcast(lr, p)
+    def update(self, p: Tensor, g: Tensor, st: dict[str, Tensor], lr: Tensor, step: Tensor, rows, lead) -> None:
+        """One step of the rule's (active) members: `p` and the buffers in `st` in place.
+
+        `p`, `g`, `st`'s buffers hold the members `rows` of the rule (None: all of them), in order,
+        in member dimensions `lead`; `lr` and `step` (counted after this step) are flat, (M_r,).
+        """
+        h = self.factors(p, rows, lead)
+        u = self.uniform if rows is None else {k: None for k in self.uniform}
+
+        def b(values: Tensor) -> Tensor:
+            return bcast(values, p, lead)
+
+        lr_b = b(lr)
+        if self.decay and not (self.name == "adam" and u.get("decoupled") is True):
+            # Coupled weight decay (grad.add(param, alpha=weight_decay)); a zero decay adds an exact 0.
+            coupled = torch.addcmul(g, p, h["weight_decay"])
+            g = coupled if self.name != "adam" else select(h["decoupled"], g, coupled, u["decoupled"])
         if self.name == "sgd":
-            # Coupled weight decay; a zero decay adds an exact 0 (torch skips the add).
-            if self.decay:
-                g = g + h["weight_decay"] * p
-            # torch's first momentum step stores the gradient itself (no dampening).
-            first = bcast(step == 1, p)
             buf = st.get("momentum_buffer")
             if buf is not None:
-                new_buf = torch.where(first, g, buf * h["momentum"] + (1 - h["dampening"]) * g)
-                st["momentum_buffer"] = keep(active, new_buf, buf)
-                d = torch.where(h["nesterov"], g + h["momentum"] * new_buf, new_buf)
-                g = torch.where(h["momentum"] != 0, d, g)
-            return p + (-lr_b) * g
+                first = step == 1  # torch's first momentum step stores the gradient itself
+                if bool(first.all()):
+                    buf.copy_(g)
+                elif not bool(first.any()):
+                    buf.mul_(h["momentum"]).addcmul_(g, h["one_minus_dampening"])
+                else:
+                    buf.copy_(torch.where(b(first), g, buf.mul(h["momentum"]).addcmul_(g, h["one_minus_dampening"])))
+                d = buf
+                if u["nesterov"] is not False:
+                    d = select(h["nesterov"], torch.addcmul(g, buf, h["momentum"]), buf, u["nesterov"])
+                g = select(h["uses_momentum"], d, g, u["uses_momentum"])
+            p.addcmul_(g, -lr_b)
+            return
         if self.name == "adam":
-            decoupled = h["decoupled"]
-            if self.decay and self.any_decoupled:
-                decayed = p * (1 - lr_b * h["weight_decay"])
-                p = decayed if self.all_decoupled else torch.where(decoupled, decayed, p)
-            if self.decay and not self.all_decoupled:
-                coupled = g + h["weight_decay"] * p
-                g = coupled if not self.any_decoupled else torch.where(decoupled, g, coupled)
-            st["exp_avg"] = keep(active, st["exp_avg"].lerp(g, 1 - h["beta1"]), st["exp_avg"])
-            sq = keep(active, st["exp_avg_sq"] * h["beta2"] + (1 - h["beta2"]) * g * g, st["exp_avg_sq"])
-            st["exp_avg_sq"] = sq
-            s = step.view_as(lr_b)
-            beta1, beta2 = self.h["beta1"].view_as(lr_b), self.h["beta2"].view_as(lr_b)
+            if self.decay and u["decoupled"] is not False:
+                wd = self.h["weight_decay"] if rows is None else self.h["weight_decay"].index_select(0, rows)
+                decayed = b(1 - lr * wd)  # param.mul_(1 - lr * weight_decay), the factor in float64
+                p.mul_(decayed if u["decoupled"] else torch.where(h["decoupled"], decayed, torch.ones_like(decayed)))
+            st["exp_avg"].lerp_(g, h["one_minus_beta1"])
+            sq = st["exp_avg_sq"].mul_(h["beta2"]).addcmul_(g * h["one_minus_beta2"], g)
+            s = step.view(*lead, *([1] * (p.dim() - len(lead))))
+            beta1, beta2 = self.h["beta1"], self.h["beta2"]
+            if rows is not None:
+                beta1, beta2 = beta1.index_select(0, rows), beta2.index_select(0, rows)
             # Scalar per-member coefficients in float64, as torch computes them in Python floats.
-            step_size = (bcast(lr, s) / (1 - beta1**s)).to(p.dtype)
-            bc2_sqrt = ((1 - beta2**s) ** 0.5).to(p.dtype)
+            step_size = (bcast(lr, s, lead) / (1 - bcast(beta1, s, lead) ** s)).to(p.dtype)
+            bc2_sqrt = ((1 - bcast(beta2, s, lead) ** s) ** 0.5).to(p.dtype)
             if "max_exp_avg_sq" in st:
-                st["max_exp_avg_sq"] = keep(active, torch.maximum(st["max_exp_avg_sq"], sq), st["max_exp_avg_sq"])
-                sq = torch.where(h["amsgrad"], st["max_exp_avg_sq"], sq)
-            denom = sq.sqrt() / bc2_sqrt + h["eps"]
-            return p + (-step_size) * st["exp_avg"] / denom
+                top = st["max_exp_avg_sq"]
+                torch.maximum(top, sq, out=top)
+                sq = select(h["amsgrad"], top, sq, u["amsgrad"])
+            denom = sq.sqrt().div_(bc2_sqrt).add_(h["eps"])
+            p.addcmul_(torch.div(st["exp_avg"], denom, out=denom), -step_size)
+            return
         if self.name == "adagrad":
-            if self.decay:
-                g = g + h["weight_decay"] * p
-            clr = (bcast(lr, step) / (1 + (step - 1) * self.h["lr_decay"])).to(p.dtype)
-            st["sum"] = keep(active, st["sum"] + g * g, st["sum"])
-            std = st["sum"].sqrt() + h["eps"]
-            return p + (-bcast(clr, p)) * g / std
+            decay = self.h["lr_decay"] if rows is None else self.h["lr_decay"].index_select(0, rows)
+            clr = lr / (1 + (step - 1) * decay)
+            st["sum"].addcmul_(g, g)
+            std = st["sum"].sqrt().add_(h["eps"])
+            p.addcmul_(torch.div(g, std, out=std), -b(clr))
+            return
         # rmsprop
-        if self.decay:
-            g = g + h["weight_decay"] * p
-        alpha = h["alpha"]
-        sq = st["square_avg"] * alpha + (1 - alpha) * g * g
-        st["square_avg"] = keep(active, sq, st["square_avg"])
-        avg = sq.sqrt()
+        sq = st["square_avg"].mul_(h["alpha"]).addcmul_(g * h["one_minus_alpha"], g)
         if "grad_avg" in st:
-            grad_avg = st["grad_avg"].lerp(g, 1 - alpha)
-            st["grad_avg"] = keep(active, grad_avg, st["grad_avg"])
-            avg = torch.where(h["centered"], (sq - grad_avg * grad_avg).sqrt(), avg)
-        avg = avg + h["eps"]
-        d = g / avg
+            grad_avg = st["grad_avg"].lerp_(g, h["one_minus_alpha"])
+            if u["centered"]:
+                avg = sq.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
+            else:
+                avg = torch.where(h["centered"], sq.addcmul(grad_avg, grad_avg, value=-1).sqrt_(), sq.sqrt())
+        else:
+            avg = sq.sqrt()
+        avg = avg.add_(h["eps"])
         if "momentum_buffer" in st:
-            buf = st["momentum_buffer"] * h["momentum"] + d
-            st["momentum_buffer"] = keep(active, buf, st["momentum_buffer"])
-            d = torch.where(h["momentum"] > 0, buf, d)
-        return p + (-lr_b) * d
+            buf = st["momentum_buffer"].mul_(h["momentum"]).addcdiv_(g, avg)
+            if u["uses_momentum"] is not True:
+                d = select(h["uses_momentum"], buf, torch.div(g, avg), u["uses_momentum"])
+            else:
+                d = buf
+            p.addcmul_(d, -lr_b)
+            return
+        p.addcmul_(torch.div(g, avg, out=avg), -lr_b)
 
 
 def scalar_step(value: float) -> Tensor:
@@ -271,7 +335,7 @@ class MemberOptimizer(torch.optim.Optimizer):
         self.rules = []
         for rule in dict.fromkeys(RULES[m["name"]] for m in self.members):
             idx = [i for i, m in enumerate(self.members) if RULES[m["name"]] == rule]
-            self.rules.append(Rule(rule, idx, [self.members[i] for i in idx], device))
+            self.rules.append(Rule(rule, idx, [self.members[i] for i in idx], device, n))
         self.rule_of = {i: (r, pos) for r in self.rules for pos, i in enumerate(r.members)}
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -299,24 +363,42 @@ class MemberOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         lr, active = self.member_lr, self.active
-        for p in self.param_groups[0]["params"]:
-            if p.grad is None:
-                continue
+        params = [p for p in self.param_groups[0]["params"] if p.grad is not None]
+        for p in params:
             if p.grad.is_sparse or p.is_complex():
                 raise ValueError("MemberOptimizer supports dense real parameters only")
-            state = self.state[p]
-            for rule in self.rules:
+        for rule in self.rules:
+            act = active.index_select(0, rule.index)
+            # Only active members step; a stopped one keeps its parameters and state bit for bit.
+            rows = None if bool(act.all()) else act.nonzero().flatten()
+            if rows is not None and rows.numel() == 0:
+                continue
+            # All members of a regular rule: views, updated in place; else gathered and put back.
+            strided = rows is None and rule.blocks is not None
+            index = rule.index if rows is None else rule.index.index_select(0, rows)
+            member_lr = lr.index_select(0, index)
+            lead = rule.lead if strided else (len(index),)
+            for p in params:
+                state = self.state[p]
                 st = state.get(rule.name)
                 if st is None:
                     st = state[rule.name] = rule.init_state(p)
-                if len(rule.members) == len(active):  # one rule for all members: no gather, no scatter
-                    new = rule.update(p.detach(), p.grad, st, lr, active)
-                    p.detach().copy_(keep(active, new, p.detach()))
-                    continue
-                old = p.index_select(0, rule.index)
-                act = active.index_select(0, rule.index)
-                new = rule.update(old, p.grad.index_select(0, rule.index), st, lr.index_select(0, rule.index), act)
-                p.index_copy_(0, rule.index, keep(act, new, old))
+                st["step"] += act
+                step = st["step"] if rows is None else st["step"].index_select(0, rows)
+                buffers = {k: v for k, v in st.items() if k != "step"}
+                if strided:
+                    value, grad = rule.view(p.detach()), rule.view(p.grad)
+                    buffers = {k: v.view(*lead, *v.shape[1:]) for k, v in buffers.items()}
+                else:
+                    value, grad = p.detach().index_select(0, index), p.grad.index_select(0, index)
+                    if rows is not None:
+                        buffers = {k: v.index_select(0, rows) for k, v in buffers.items()}
+                rule.update(value, grad, buffers, member_lr, step, rows, lead)
+                if not strided:
+                    p.detach().index_copy_(0, index, value)
+                if rows is not None:
+                    for k, v in buffers.items():
+                        st[k].index_copy_(0, rows, v)
         return loss
 
     def state_dict(self) -> dict[str, Any]:
