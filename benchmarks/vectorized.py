@@ -2,8 +2,10 @@
 
     python benchmarks/vectorized.py                       # softmax, 7 optimizers x 3 seeds, 20 epochs
     python benchmarks/vectorized.py --model mlp --epochs 5
+    python benchmarks/vectorized.py --repeat 3            # each launcher 3 times, alternating: medians
 
-Prints each launcher's wall time and peak RSS (the sweep's process), their ratio, and:
+Prints each launcher's wall time and peak RSS (the sweep's process), their ratio (median, min and max
+over the repeats), and:
 - softmax: the per-member epoch cost against the matmul bound of the same batched shapes (the
   forward and weight-gradient matmuls of one epoch, timed alone);
 - mlp: where a member's training step goes (vmapped forward+backward, the per-member optimizer
@@ -50,6 +52,10 @@ def sweep(launcher: str, args, folder: Path) -> tuple[float, float]:
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{launcher} sweep failed:\n{stderr[-3000:]}")
     return wall, usage.ru_maxrss / 1e6
+
+
+def triple(values: list[float]) -> tuple[float, float, float]:
+    return statistics.median(values), min(values), max(values)
 
 
 def spread(values: tuple[float, float, float]) -> str:
@@ -158,6 +164,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--optimizers", default=OPTIMIZERS)
     parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each launcher (medians are quoted)")
     parser.add_argument("extra", nargs="*", help="more overrides for both sweeps")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
@@ -166,15 +173,25 @@ def main() -> None:
     print(
         f"{args.model}: {members} jobs ({args.optimizers} x seeds {args.seeds}), {args.epochs} epochs, full Fashion-MNIST"
     )
-    with tempfile.TemporaryDirectory(prefix="lightsweep-bench-") as tmp:
-        vec_wall, vec_rss = sweep("vectorized", args, Path(tmp) / "vectorized")
-        vec = epoch_seconds(Path(tmp) / "vectorized")
-        print(f"  vectorized: {vec_wall:7.1f} s wall, peak RSS {vec_rss:.2f} GB, {spread(vec)} s per group epoch")
-        basic_wall, basic_rss = sweep("basic", args, Path(tmp) / "basic")
-        basic = epoch_seconds(Path(tmp) / "basic")
-        print(f"  basic:      {basic_wall:7.1f} s wall, peak RSS {basic_rss:.2f} GB, {spread(basic)} s per job epoch")
-    vec_epoch, basic_epoch = vec[0], basic[0]
-    print(f"  vectorized / basic wall time: {vec_wall / basic_wall:.3f}")
+    runs: dict[str, list[tuple[float, float, tuple[float, float, float]]]] = {"vectorized": [], "basic": []}
+    for attempt in range(args.repeat):  # the launchers alternate, so that drifting load hits both alike
+        for launcher in runs:
+            with tempfile.TemporaryDirectory(prefix="lightsweep-bench-") as tmp:
+                wall, rss = sweep(launcher, args, Path(tmp))
+                epochs = epoch_seconds(Path(tmp))
+            runs[launcher].append((wall, rss, epochs))
+            unit = "group" if launcher == "vectorized" else "job"
+            print(
+                f"  run {attempt + 1} {launcher + ':':11s} {wall:7.1f} s wall, peak RSS {rss:.2f} GB, "
+                f"{spread(epochs)} s per {unit} epoch"
+            )
+    walls = {k: [w for w, _, _ in v] for k, v in runs.items()}
+    ratios = [v / b for v, b in zip(walls["vectorized"], walls["basic"])]
+    for launcher, values in walls.items():
+        print(f"  {launcher} wall time, median [min, max] of {len(values)}: {spread(triple(values))} s")
+    print(f"  vectorized / basic wall time: {spread(triple(ratios))} (each run's pair)")
+    vec_epoch = statistics.median(e[0] for _, _, e in runs["vectorized"])
+    basic_epoch = statistics.median(e[0] for _, _, e in runs["basic"])
     per_member_epoch = vec_epoch / members
     print(
         f"  per member-epoch: vectorized {per_member_epoch * 1e3:.1f} ms, basic {basic_epoch * 1e3:.1f} ms "

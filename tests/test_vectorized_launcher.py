@@ -174,6 +174,12 @@ def test_plan_groups_by_key_in_sweep_order_and_splits_at_max_members(tmp_path) -
     assert all(j.config.hydra.job.id == j.idx == j.config.hydra.job.num for u in units for j in u.jobs)
 
 
+def test_plan_splits_a_key_into_groups_of_equal_size(tmp_path) -> None:
+    launcher = keyed_launcher(tmp_path, max_members=4)
+    units = launcher.plan([["model=a"]] * 9, initial_job_idx=0)
+    assert [[j.idx for j in u.jobs] for u in units] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+
+
 def test_launch_returns_one_result_per_job_in_sweep_order(tmp_path, caplog) -> None:
     models = ["a", "solo", "a", "b"]
     launcher = keyed_launcher(tmp_path, max_members=64)

@@ -20,6 +20,7 @@ def build(cfg: DictConfig, run=None, tested: bool = True):
     from lightsweep.tracking.setup import hydra_choices
 
     limit_threads(cfg.get("threads"))
+    flush_denormal(cfg.get("flush_denormal", False))
     datamodule, model = build_model(cfg)
     callbacks = [
         instantiate(cfg, f"callbacks.{name}")
@@ -107,6 +108,18 @@ def rejected(cfg: DictConfig, groups, err: BaseException) -> str:
             )
             return f"cannot build {group}: {group}.{key}={value} is rejected by {target} ({reason}): {fix}"
     return f"cannot build {groups[0]} from the config ({reason}): check the {groups[0]}.* overrides"
+
+
+def flush_denormal(enabled: bool) -> None:
+    """`flush_denormal`: subnormal floats count as zero in CPU arithmetic (torch.set_flush_denormal), or not.
+
+    The mode belongs to each thread, and torch's CPU worker threads take the main thread's when they
+    start, at the process's first parallel operation: so it is set per job before the job computes
+    anything, and a process's jobs should agree on it (the optimizer_benchmark preset sets it for all).
+    """
+    import torch
+
+    torch.set_flush_denormal(bool(enabled))
 
 
 def limit_threads(threads: int | None) -> None:

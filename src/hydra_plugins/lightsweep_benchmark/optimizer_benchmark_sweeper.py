@@ -119,8 +119,9 @@ class OptimizerBenchmarkSweeper(Sweeper):
                 "test=true",
                 "+tags.stage=final",
             ]
-            for opt in self.optimizers
+            # Seed by seed: a vectorized launcher's groups then hold whole seeds (equal seed groups).
             for seed in self.seeds
+            for opt in self.optimizers
         ]
         log.info("optimizer benchmark, stage 2: best lr x seeds %s", self.seeds)
         final_results = self.launcher.launch(final, initial_job_idx=len(tune))

@@ -144,11 +144,12 @@ class VectorizedLauncher(Launcher):
 
         Jobs are numbered `initial_job_idx`, `initial_job_idx + 1`, ... in the order of `job_overrides`
         (hydra.job.id and hydra.job.num, as the basic launcher sets them). Jobs with the same non-None
-        `group_key` go into groups of at most `max_members`, in sweep order.
+        `group_key` form groups of at most `max_members`, in sweep order, as equal in size as can be
+        (70 jobs and 64 members: 35 + 35, not 64 + 6, so that neither group is left nearly empty).
         """
         assert self.hydra_context is not None and self.config is not None
         units: List[Unit] = []
-        open_groups: Dict[Hashable, Unit] = {}  # key -> its group still taking members
+        keyed: Dict[Hashable, List[Job]] = {}
         for offset, overrides in enumerate(job_overrides):
             idx = initial_job_idx + offset
             sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
@@ -159,13 +160,17 @@ class VectorizedLauncher(Launcher):
             key = self.group_key(sweep_config)
             if key is None:
                 units.append(Unit(key=None, jobs=[job]))
-                continue
-            group = open_groups.get(key)
-            if group is None or len(group.jobs) >= self.max_members:
-                group = open_groups[key] = Unit(key=key)
-                units.append(group)
-            group.jobs.append(job)
-        return units
+            else:
+                keyed.setdefault(key, []).append(job)
+        for key, jobs in keyed.items():
+            count = -(-len(jobs) // self.max_members)
+            size, extra = divmod(len(jobs), count)
+            start = 0
+            for i in range(count):
+                end = start + size + (i < extra)
+                units.append(Unit(key=key, jobs=jobs[start:end]))
+                start = end
+        return sorted(units, key=lambda unit: unit.jobs[0].idx)
 
     # --- running -------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ per-epoch and test metrics, plots, a single-model best checkpoint, and its final
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import sys
@@ -106,8 +107,10 @@ def prepare(cfg: DictConfig) -> Member:
 
 def train_group(members: list[Member], group: str) -> list[dict]:
     """Train `members` as one model; each member's metrics (as `train()` returns them) or {"failed": ...}."""
+    from lightsweep.startup import resume_gc
     from lightsweep.tracking.run import end_run_for
 
+    resume_gc()  # the CLI paused the collector for its imports; a group builds data, models, a trainer
     started = time.perf_counter()
     try:
         results = _fit_and_test(members, group)
@@ -116,12 +119,16 @@ def train_group(members: list[Member], group: str) -> list[dict]:
             if member.run is not None:
                 end_run_for(member.run.client, member.run.run_id, err)
         raise
+    finally:
+        # The group's trainer, module and data hold one another (reference cycles): free them before
+        # the next group loads its own, so that a sweep of many groups needs one group's memory.
+        gc.collect()
     log.info("vectorized group %s: %d members in %.1f s", group, len(members), time.perf_counter() - started)
     return results
 
 
 def _fit_and_test(members: list[Member], group: str) -> list[dict]:
-    from lightsweep.build import build_model, instantiate
+    from lightsweep.build import build_model, flush_denormal, instantiate
     from lightsweep.callbacks import SignalCheck
     from lightsweep.vectorized.module import GroupData, StackedClassifier, Stopping
     from lightsweep.vectorized.optim import RULES, member_spec, resolve_target, schedule_spec
@@ -132,6 +139,7 @@ def _fit_and_test(members: list[Member], group: str) -> list[dict]:
     order = sorted(range(len(members)), key=lambda i: (int(members[i].cfg.seed), rules[i]))
     members = [members[i] for i in order]
     cfg = members[0].cfg
+    flush_denormal(cfg.get("flush_denormal", False))  # before the group computes (see build.flush_denormal)
     singles = []
     for member in members:
         datamodule, model = build_model(member.cfg)  # seeded as its job: the same initial weights
@@ -167,6 +175,7 @@ def _fit_and_test(members: list[Member], group: str) -> list[dict]:
         enable_checkpointing=False,
         enable_model_summary=False,
     )
+    started = time.perf_counter()
     trainer.fit(module, datamodule=data)
     interrupts.check()
     if trainer.interrupted:
@@ -177,6 +186,7 @@ def _fit_and_test(members: list[Member], group: str) -> list[dict]:
         trainer.test(module, datamodule=data, verbose=False)
         interrupts.check()
         test_loss, test_acc = module.test_results
+    log.info("vectorized group %s: fit and test in %.1f s", group, time.perf_counter() - started)
     steps_per_epoch = trainer.num_training_batches
     results = []
     for m, (member, single) in enumerate(zip(members, singles)):

@@ -5,7 +5,9 @@ Every parameter has a leading member dimension M. `MemberOptimizer` applies to e
 paths of SGD, Adam, AdamW, Adagrad and RMSprop, same operation order), with that member's own
 hyperparameters. Members are grouped by update rule; within a rule every hyperparameter is a (M_rule,)
 tensor broadcast over the member dimension, so a step is a few tensor ops per parameter and rule,
-with no Python loop over members, updating parameters and buffers in place.
+with no Python loop over members, updating parameters and buffers in place. A rule whose members
+are the same rows of equal blocks (a vectorized group orders its members by seed, then rule) updates
+a strided view of each parameter; other members are gathered and put back.
 
 Per-member learning rate: `optimizer.member_lr`, a float64 tensor of shape (M,) (it is
 `param_groups[0]["lr"]`, so it is saved with the optimizer). Whatever sets it in place
