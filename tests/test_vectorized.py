@@ -71,10 +71,18 @@ EVERY_OPTIMIZER = [
 ]
 # Three of them, one per kind of update rule and schedule: the fast tier's check.
 SOME_OPTIMIZERS = [EVERY_OPTIMIZER[1], EVERY_OPTIMIZER[4], EVERY_OPTIMIZER[8]]
+# Equal seed groups with the same optimizers (a comparison sweep's shape), in a shuffled job order: one
+# vmapped call for both seed groups, and each update rule a strided view of the stacked weights.
+SEED_BLOCKS = [
+    [f"optimizer={name}", f"seed={seed}", "optimizer.weight_decay=0.01", *COMMON64]
+    for name, seed in [("adam", 2), ("momentum", 1), ("adam", 1), ("momentum", 2)]
+]
 
 
 @pytest.mark.parametrize(
-    "jobs", [SOME_OPTIMIZERS, pytest.param(EVERY_OPTIMIZER, marks=pytest.mark.slow)], ids=["some", "every"]
+    "jobs",
+    [SOME_OPTIMIZERS, SEED_BLOCKS, pytest.param(EVERY_OPTIMIZER, marks=pytest.mark.slow)],
+    ids=["some", "seed-blocks", "every"],
 )
 def test_members_equal_their_separate_jobs_in_float64(tmp_path, jobs):
     pairs, results = separate_and_grouped(tmp_path, jobs)

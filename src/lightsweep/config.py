@@ -103,6 +103,7 @@ RULES: dict[str, Rule] = {
     "scheduler.T_max": Rule("whole", gt=0),
     "trainer.max_epochs": Rule("whole", gt=0),
     "trainer.log_every_n_steps": Rule("whole", gt=0),
+    "flush_denormal": Rule("word", words=(True, False)),
 }
 BOUNDS = (("gt", ">", operator.gt), ("ge", ">=", operator.ge), ("lt", "<", operator.lt))
 ABSENT = object()
@@ -112,7 +113,7 @@ def check(key: str, value, rule: Rule) -> None:
     """Raise the one-line LightsweepError for `key` unless `value` follows `rule`."""
     if rule.kind == "word":
         if value not in rule.words:
-            allowed = ", ".join(rule.words[:-1]) + f" or {rule.words[-1]}"
+            allowed = ", ".join(map(str, rule.words[:-1])) + f" or {rule.words[-1]}"
             raise LightsweepError(f"{key} must be {allowed}, got {value!r}")
         return
     if rule.kind == "sizes":

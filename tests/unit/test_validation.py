@@ -47,6 +47,7 @@ def test_every_rule_names_a_key_some_config_holds(key):
         (Rule("sizes", gt=0), OmegaConf.create([8, 1.5]), r"k\[\] must be a whole number"),
         (Rule("word", words=("relu", "sigmoid", "tanh")), "gelu", "k must be relu, sigmoid or tanh, got 'gelu'"),
         (Rule("word", words=("ce", "mse")), "hinge", "k must be ce or mse, got 'hinge'"),
+        (Rule("word", words=(True, False)), "yes", "k must be True or False, got 'yes'"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_key_and_fix(rule, value, message):
