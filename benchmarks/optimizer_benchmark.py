@@ -58,7 +58,7 @@ def main() -> None:
     trained, grouped = sum(fits), sum(s for _, s in groups)
     print(f"experiment=optimizer_benchmark {' '.join(overrides)}")
     print(f"  wall time {wall:.1f} s ({wall / 60:.2f} min), peak RSS {usage.ru_maxrss / 1e6:.2f} GB")
-    print(f"  child runs: {dict(statuses)} ({diverged} diverged, FAILED by design at too large a learning rate)")
+    print(f"  child runs: {dict(statuses)}; diverged (FAILED, tagged lightsweep.diverged): {diverged}")
     print(f"  {len(groups)} vectorized groups, members {[n for n, _ in groups]}")
     print(
         f"  fit and test of the groups: {trained:.1f} s; their members' runs (metrics, plots, checkpoints): "
