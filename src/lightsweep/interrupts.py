@@ -11,6 +11,9 @@ Two gaps are closed:
 - Lightning answers the first KeyboardInterrupt by setting SIGINT to SIG_IGN and never restores it;
   `check()` re-arms the handler after each trainer call, and raises a signal that something
   swallowed (the `SignalCheck` callback asks at every batch end).
+- A signal that comes while the garbage collector runs a `__del__` or a weakref callback is raised
+  inside it, where Python cannot propagate it and prints it as an ignored exception. The block's
+  `sys.unraisablehook` keeps quiet about it; the signal is still received, and `check()` raises it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class _State:
     depth = 0  # nested handled() blocks
     deferring = 0  # nested deferred() blocks
     previous: dict = {}
+    previous_unraisable = staticmethod(sys.unraisablehook)
 
 
 _state = _State()
@@ -48,6 +52,14 @@ def _handler(signum, frame) -> None:
         raise _exception(_state.received)
 
 
+def _unraisable(unraisable) -> None:
+    """sys.unraisablehook while handled(): a received signal dropped in a finalizer waits for
+    `check()`; anything else goes to the previous hook."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _state.received is not None:
+        return
+    _state.previous_unraisable(unraisable)
+
+
 @contextlib.contextmanager
 def handled():
     """Install the handlers for the block (main thread only; nested blocks share them)."""
@@ -59,6 +71,7 @@ def handled():
         _state.received = _state.acted_on = None
         for s in SIGNALS:
             signal.signal(s, _handler)
+        _state.previous_unraisable, sys.unraisablehook = sys.unraisablehook, _unraisable
     _state.depth += 1
     try:
         yield
@@ -67,6 +80,7 @@ def handled():
         if _state.depth == 0:
             for s, previous in _state.previous.items():
                 signal.signal(s, previous)
+            sys.unraisablehook = _state.previous_unraisable
 
 
 def received() -> str | None:
