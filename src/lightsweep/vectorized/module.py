@@ -1,7 +1,7 @@
 """M sweep members of one architecture trained as one LightningModule.
 
 Each member is the separate job's `Classifier` (same initial weights, same batches, same update rule):
-the network runs once per step and seed group through `torch.func.vmap` over stacked parameters
+the network runs once per step for all members through `torch.func.vmap` over stacked parameters
 (leading dimension M), the loss of each member is its own model's loss, and `MemberOptimizer` applies
 each member's torch.optim rule. Members that share a seed share their batches (`SeedBatches`), so a
 seed group's first layer is one wide matmul; members come sorted by seed group, so each group's
@@ -133,7 +133,8 @@ class StackedClassifier(pl.LightningModule):
         """Each member's loss (M,), correct predictions (M,) and predicted labels (M, B).
 
         `shared`: `x`, `y` are one batch for all members; else (S, B, ...) stacks of one batch per
-        seed group. One vmapped call per seed group: forward, loss and predictions together.
+        seed group. Forward, loss and predictions in one vmapped call (one per seed group when the
+        groups differ in size).
         """
         template = self.template[0]
 
