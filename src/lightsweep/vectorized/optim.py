@@ -188,6 +188,10 @@ class Rule:
         self.decay = bool(h["weight_decay"].any())
         self.broadcast: dict[tuple, dict[str, Tensor]] = {}
 
+    def of(self, key: str, rows: Tensor | None) -> Tensor:
+        """Hyperparameter `key` of `rows` (None: all members), flat (M_r,)."""
+        return self.h[key] if rows is None else self.h[key].index_select(0, rows)
+
     def view(self, t: Tensor) -> Tensor:
         """The rule's members of a batched (M, ...) tensor, as a view (needs `blocks`)."""
         groups, size, start, length = self.blocks
@@ -198,7 +202,7 @@ class Rule:
         key = (like.dim(), like.dtype, like.device, lead)
         if rows is None and key in self.broadcast:
             return self.broadcast[key]
-        h = {k: bcast(v if rows is None else v.index_select(0, rows), like, lead) for k, v in self.h.items()}
+        h = {k: bcast(self.of(k, rows), like, lead) for k in self.h}
         if rows is None:
             self.broadcast[key] = h
         return h
@@ -262,15 +266,14 @@ class Rule:
             return
         if self.name == "adam":
             if self.decay and u["decoupled"] is not False:
-                wd = self.h["weight_decay"] if rows is None else self.h["weight_decay"].index_select(0, rows)
-                decayed = b(1 - lr * wd)  # param.mul_(1 - lr * weight_decay), the factor in float64
+                decayed = b(
+                    1 - lr * self.of("weight_decay", rows)
+                )  # param.mul_(1 - lr * weight_decay), the factor in float64
                 p.mul_(decayed if u["decoupled"] else torch.where(h["decoupled"], decayed, torch.ones_like(decayed)))
             st["exp_avg"].lerp_(g, h["one_minus_beta1"])
             sq = st["exp_avg_sq"].mul_(h["beta2"]).addcmul_(g * h["one_minus_beta2"], g)
             s = step.view(*lead, *([1] * (p.dim() - len(lead))))
-            beta1, beta2 = self.h["beta1"], self.h["beta2"]
-            if rows is not None:
-                beta1, beta2 = beta1.index_select(0, rows), beta2.index_select(0, rows)
+            beta1, beta2 = self.of("beta1", rows), self.of("beta2", rows)
             # Scalar per-member coefficients in float64, as torch computes them in Python floats.
             step_size = (bcast(lr, s, lead) / (1 - bcast(beta1, s, lead) ** s)).to(p.dtype)
             bc2_sqrt = ((1 - bcast(beta2, s, lead) ** s) ** 0.5).to(p.dtype)
@@ -282,8 +285,7 @@ class Rule:
             p.addcmul_(torch.div(st["exp_avg"], denom, out=denom), -step_size)
             return
         if self.name == "adagrad":
-            decay = self.h["lr_decay"] if rows is None else self.h["lr_decay"].index_select(0, rows)
-            clr = lr / (1 + (step - 1) * decay)
+            clr = lr / (1 + (step - 1) * self.of("lr_decay", rows))
             st["sum"].addcmul_(g, g)
             std = st["sum"].sqrt().add_(h["eps"])
             p.addcmul_(torch.div(g, std, out=std), -b(clr))
