@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
@@ -17,6 +19,10 @@ class LinearNet(nn.Module):
     def forward(self, x):
         return self.linear(x)
 
+    def split_input_layer(self) -> tuple[nn.Linear, nn.Module]:
+        """(the Linear that reads the input, the rest): forward(x) == rest(linear(x))."""
+        return self.linear, nn.Identity()
+
 
 class MLP(nn.Sequential):
     """Linear -> activation -> dropout, per hidden size, then a linear output layer."""
@@ -31,3 +37,8 @@ class MLP(nn.Sequential):
             width = size
         layers.append(nn.Linear(width, output_dim))
         super().__init__(*layers)
+
+    def split_input_layer(self) -> tuple[nn.Linear, nn.Module]:
+        """(the Linear that reads the input, the rest): forward(x) == rest(linear(x)). The rest keeps
+        this network's layer names ("2.weight", ...)."""
+        return self[0], nn.Sequential(OrderedDict(list(self.named_children())[1:]))

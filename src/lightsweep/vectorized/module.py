@@ -13,15 +13,18 @@ per-member early stopping, divergence and best weights are kept here, epoch by e
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 from lightsweep.data.base import epoch_order
+from lightsweep.models.base import Classifier
 from lightsweep.vectorized.optim import MemberLRScheduler, MemberOptimizer
 
 
@@ -102,6 +105,7 @@ class StackedClassifier(pl.LightningModule):
         self.automatic_optimization = False
         self.template = [template]  # a list: not a submodule (its own parameters are not trained)
         self.names = [name for name, _ in template.named_parameters()]
+        self.input_layer, self.rest = self.split(template)
         self.weights = torch.nn.ParameterList(
             torch.nn.Parameter(torch.stack([state[name] for state in states])) for name in self.names
         )
@@ -129,13 +133,68 @@ class StackedClassifier(pl.LightningModule):
         return [optimizer], [scheduler]
 
     # --- the members' forward and loss ----------------------------------------------------------------
+    @staticmethod
+    def split(template):
+        """((weight name, bias name) of the Linear that reads the input, the rest of the network and its
+        parameters' names), or (None, None) for a network that does not say how it splits or a model
+        whose forward is more than its network (logistic regression squeezes its logit)."""
+        split = getattr(template.net, "split_input_layer", None)
+        if split is None or type(template).forward is not Classifier.forward:
+            return None, None
+        first, rest = split()
+        name_of = {id(p): name for name, p in template.named_parameters()}
+        if first.bias is None:
+            return None, None
+        rest_names = {local: name_of[id(p)] for local, p in rest.named_parameters()}
+        return (name_of[id(first.weight)], name_of[id(first.bias)]), (rest, rest_names)
+
     def run_members(self, x: torch.Tensor, y: torch.Tensor, weights, shared: bool):
         """Each member's loss (M,), correct predictions (M,) and predicted labels (M, B).
 
         `shared`: `x`, `y` are one batch for all members; else (S, B, ...) stacks of one batch per
-        seed group. Forward, loss and predictions in one vmapped call (one per seed group when the
-        groups differ in size).
+        seed group. The input layer of the members that read one batch is one wide matmul (their
+        weights side by side); the rest of each member's network, its loss and predictions run in
+        one vmapped call.
         """
+        params = dict(zip(self.names, weights))
+        if self.input_layer is None:
+            return self.vmapped(params, x, y, shared)
+        w, b = (params[name] for name in self.input_layer)  # (M, out, in), (M, out)
+        m, width = w.shape[:2]
+        if shared:
+            hidden = F.linear(x, w.flatten(0, 1), b.flatten()).view(len(x), m, width).transpose(0, 1)
+        elif self.group_sizes == [self.group_sizes[0]] * len(self.group_sizes):  # equal seed groups
+            groups, size = len(self.group_sizes), self.group_sizes[0]
+            # (weights @ x^T): the weights' gradient then comes out in their own layout, not transposed
+            wide = w.reshape(groups, size * width, w.shape[2])
+            hidden = torch.baddbmm(b.reshape(groups, size * width, 1), wide, x.transpose(1, 2))
+            hidden = hidden.view(m, width, x.shape[1]).transpose(1, 2).contiguous()
+            y = y.repeat_interleave(size, dim=0)
+        else:
+            starts = [0, *itertools.accumulate(self.group_sizes)]
+            hidden = torch.cat(
+                [
+                    F.linear(x[s], w[i:j].flatten(0, 1), b[i:j].flatten())
+                    .view(x.shape[1], j - i, width)
+                    .transpose(0, 1)
+                    for s, (i, j) in enumerate(zip(starts, starts[1:]))
+                ]
+            )
+            y = torch.cat([y[s].expand(n, *y.shape[1:]) for s, n in enumerate(self.group_sizes)])
+        rest, names = self.rest
+        template = self.template[0]
+
+        def tail(p, h, yi):
+            logits = functional_call(rest, p, (h,))
+            predicted = template.predict_labels(logits)
+            return template.loss(logits, yi), (predicted == template.class_index(yi)).sum(), predicted
+
+        rest_params = {local: params[name] for local, name in names.items()}
+        return vmap(tail, in_dims=(0, 0, None if shared else 0), randomness="different")(rest_params, hidden, y)
+
+    def vmapped(self, params, x, y, shared: bool):
+        """`run_members` for any network: the whole network vmapped over the members (a seed group's
+        shared batch is then expanded to every member)."""
         template = self.template[0]
 
         def one(params, xi, yi):
@@ -145,14 +204,14 @@ class StackedClassifier(pl.LightningModule):
 
         members = vmap(one, in_dims=(0, None, None), randomness="different")
         if shared:
-            return members(dict(zip(self.names, weights)), x, y)
+            return members(params, x, y)
         groups, size = len(self.group_sizes), self.group_sizes[0]
         if self.group_sizes == [size] * groups:  # equal seed groups: one call, vmapped over the groups too
-            params = {name: w.view(groups, size, *w.shape[1:]) for name, w in zip(self.names, weights)}
-            out = vmap(members, in_dims=(0, 0, 0), randomness="different")(params, x, y)
+            stacked = {name: w.view(groups, size, *w.shape[1:]) for name, w in params.items()}
+            out = vmap(members, in_dims=(0, 0, 0), randomness="different")(stacked, x, y)
             return tuple(o.flatten(0, 1) for o in out)
-        pieces = [w.split(self.group_sizes) for w in weights]
-        out = [members(dict(zip(self.names, [p[s] for p in pieces])), x[s], y[s]) for s in range(len(pieces[0]))]
+        pieces = {name: w.split(self.group_sizes) for name, w in params.items()}
+        out = [members({k: v[s] for k, v in pieces.items()}, x[s], y[s]) for s in range(groups)]
         return tuple(torch.cat(parts) for parts in zip(*out))
 
     def accumulate(self, stage: str, losses: torch.Tensor, correct: torch.Tensor, n: int) -> None:
