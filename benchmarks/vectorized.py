@@ -6,10 +6,11 @@
 
 Prints each launcher's wall time and peak RSS (the sweep's process), their ratio (median, min and max
 over the repeats), and:
-- softmax: the per-member epoch cost against the matmul bound of the same batched shapes (the
-  forward and weight-gradient matmuls of one epoch, timed alone);
-- mlp: where a member's training step goes (vmapped forward+backward, the per-member optimizer
-  update, the rest: Lightning and Python), measured on the same shapes.
+- the per-member epoch cost against the matmul bound of the same batched shapes (the forward and
+  weight-gradient matmuls of one epoch, timed alone), and the loss's own kernels on the members'
+  logits (log-softmax, its backward, argmax), which no step can skip;
+- where a member's training step goes (forward+backward, the per-member optimizer update, the rest:
+  Lightning and Python), measured on the same shapes.
 """
 
 from __future__ import annotations
@@ -110,6 +111,24 @@ def matmul_bound(args) -> float:
     return median * steps / members
 
 
+def loss_kernels(args) -> float:
+    """Seconds per member-epoch of the kernels that the loss and the accuracy run on the members'
+    logits, besides the matmuls, in the same shapes: log-softmax, its backward, argmax. No step can
+    skip them, so the bound plus these is a floor for the epoch cost."""
+    import torch
+
+    members, _, steps, layers = shapes(args)
+    logits = torch.randn(members, 128, layers[-1], requires_grad=True)
+    upstream = torch.randn(members, 128, layers[-1])
+
+    def step():
+        torch.autograd.grad(torch.log_softmax(logits, -1), logits, upstream)
+        logits.detach().argmax(-1)
+
+    median, _, _ = timed(step, repeat=50)
+    return median * steps / members
+
+
 def epoch_seconds(folder: Path) -> tuple[float, float, float]:
     """(median, min, max) seconds between consecutive epochs' val/acc points, over the sweep's runs."""
     from mlflow.tracking import MlflowClient
@@ -152,7 +171,7 @@ def step_breakdown(args) -> dict[str, tuple[float, float, float]]:
 
     forward_backward()
     per = {
-        "forward+backward (vmap)": timed(forward_backward),
+        "forward+backward": timed(forward_backward),
         "optimizer update": timed(optimizer.step),
     }
     return {k: tuple(t / members for t in v) for k, v in per.items()}
@@ -200,16 +219,20 @@ def main() -> None:
     bound = matmul_bound(args)
     print(f"  matmul bound per member-epoch (forward + weight-gradient matmuls, same shapes): {bound * 1e3:.1f} ms")
     print(f"  per member-epoch cost / matmul bound: {per_member_epoch / bound:.2f}")
-    if args.model != "softmax":
-        print(f"  where a member's step goes ({members} members, batch 128), median [min, max]:")
-        total = per_member_epoch / steps
-        parts = step_breakdown(args)
-        for name, (median, low, high) in parts.items():
-            print(f"    {name:26s} {median * 1e3:6.3f} ms [{low * 1e3:.3f}, {high * 1e3:.3f}]")
-        rest = total - sum(p[0] for p in parts.values())
-        print(
-            f"    {'the rest (Lightning, data)':26s} {rest * 1e3:6.3f} ms  (of {total * 1e3:.3f} ms per step, from the sweep)"
-        )
+    kernels = loss_kernels(args)
+    print(
+        f"  the loss's kernels per member-epoch (log-softmax, its backward, argmax; same shapes): "
+        f"{kernels * 1e3:.1f} ms = {kernels / bound:.2f} x the bound; bound + these: {(bound + kernels) / bound:.2f} x"
+    )
+    print(f"  where a member's step goes ({members} members, batch 128), median [min, max]:")
+    total = per_member_epoch / steps
+    parts = step_breakdown(args)
+    for name, (median, low, high) in parts.items():
+        print(f"    {name:26s} {median * 1e3:6.3f} ms [{low * 1e3:.3f}, {high * 1e3:.3f}]")
+    rest = total - sum(p[0] for p in parts.values())
+    print(
+        f"    {'the rest (Lightning, data)':26s} {rest * 1e3:6.3f} ms  (of {total * 1e3:.3f} ms per step, from the sweep)"
+    )
 
 
 if __name__ == "__main__":
