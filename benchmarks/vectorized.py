@@ -8,7 +8,8 @@ Prints each launcher's wall time and peak RSS (the sweep's process), their ratio
 over the repeats), and:
 - the per-member epoch cost against the matmul bound of the same batched shapes (the forward and
   weight-gradient matmuls of one epoch, timed alone), and the loss's own kernels on the members'
-  logits (log-softmax, its backward, argmax), which no step can skip;
+  logits (log-softmax, its backward, argmax) and Lightning's own loop (an empty `training_step`),
+  which no step can skip;
 - where a member's training step goes (forward+backward, the per-member optimizer update, the rest:
   Lightning and Python), measured on the same shapes.
 """
@@ -129,6 +130,41 @@ def loss_kernels(args) -> float:
     return median * steps / members
 
 
+def lightning_loop(args) -> float:
+    """Seconds per member-epoch of Lightning's own loop: a Trainer running an empty manual-optimization
+    `training_step` over as many batches as an epoch has (the median of 5 epochs). Every vectorized
+    step runs inside this loop."""
+    import pytorch_lightning as pl
+    import torch
+
+    members, _, steps, _ = shapes(args)
+    epochs: list[float] = []
+
+    class Empty(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_idx):
+            pass
+
+        def on_train_epoch_start(self):
+            self.started = time.perf_counter()
+
+        def on_train_epoch_end(self):
+            epochs.append(time.perf_counter() - self.started)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD([self.weight], lr=0.1)
+
+    batches = torch.utils.data.DataLoader(torch.zeros(steps, 1), batch_size=None)  # no collation: one tensor each
+    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
+    trainer = pl.Trainer(max_epochs=6, enable_model_summary=False, num_sanity_val_steps=0, **quiet)
+    trainer.fit(Empty(), batches)
+    return statistics.median(epochs[1:]) / members
+
+
 def epoch_seconds(folder: Path) -> tuple[float, float, float]:
     """(median, min, max) seconds between consecutive epochs' val/acc points, over the sweep's runs."""
     from mlflow.tracking import MlflowClient
@@ -223,6 +259,11 @@ def main() -> None:
     print(
         f"  the loss's kernels per member-epoch (log-softmax, its backward, argmax; same shapes): "
         f"{kernels * 1e3:.1f} ms = {kernels / bound:.2f} x the bound; bound + these: {(bound + kernels) / bound:.2f} x"
+    )
+    loop = lightning_loop(args)
+    print(
+        f"  Lightning's loop alone per member-epoch (an empty training_step, {steps} batches): {loop * 1e3:.1f} ms "
+        f"= {loop / bound:.2f} x the bound; bound + loss kernels + loop: {(bound + kernels + loop) / bound:.2f} x"
     )
     print(f"  where a member's step goes ({members} members, batch 128), median [min, max]:")
     total = per_member_epoch / steps
