@@ -3,6 +3,7 @@
     python benchmarks/vectorized.py                       # softmax, 7 optimizers x 3 seeds, 20 epochs
     python benchmarks/vectorized.py --model mlp --epochs 5
     python benchmarks/vectorized.py --repeat 3            # each launcher 3 times, alternating: medians
+    python benchmarks/vectorized.py --floor --repeat 5    # only the matmul bound and the floor, no sweeps
 
 Prints each launcher's wall time and peak RSS (the sweep's process), their ratio (median, min and max
 over the repeats), and:
@@ -213,6 +214,31 @@ def step_breakdown(args) -> dict[str, tuple[float, float, float]]:
     return {k: tuple(t / members for t in v) for k, v in per.items()}
 
 
+def floor(args) -> float:
+    """Print the matmul bound, the loss's kernels and Lightning's loop per member-epoch (median [min,
+    max] of `args.repeat` measurements each) and their sum against the bound; return the median bound."""
+    _, _, steps, _ = shapes(args)
+    parts = {"bound": [], "kernels": [], "loop": []}
+    for _ in range(args.repeat):
+        parts["bound"].append(matmul_bound(args))
+        parts["kernels"].append(loss_kernels(args))
+        parts["loop"].append(lightning_loop(args))
+    ms = {k: tuple(x * 1e3 for x in triple(v)) for k, v in parts.items()}
+    bound = ms["bound"][0]
+    print(f"  matmul bound per member-epoch (forward + weight-gradient matmuls, same shapes): {spread(ms['bound'])} ms")
+    print(
+        f"  the loss's kernels per member-epoch (log-softmax, its backward, argmax; same shapes): "
+        f"{spread(ms['kernels'])} ms = {ms['kernels'][0] / bound:.2f} x the bound"
+    )
+    print(
+        f"  Lightning's loop per member-epoch (an empty training_step, {steps} batches): {spread(ms['loop'])} ms "
+        f"= {ms['loop'][0] / bound:.2f} x the bound"
+    )
+    sums = [(b + k + lo) / b for b, k, lo in zip(parts["bound"], parts["kernels"], parts["loop"])]
+    print(f"  floor (bound + loss kernels + loop) / bound: {spread(triple(sums))}: no step can be cheaper")
+    return bound / 1e3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="softmax", choices=["softmax", "mlp", "logistic"])
@@ -220,11 +246,16 @@ def main() -> None:
     parser.add_argument("--optimizers", default=OPTIMIZERS)
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each launcher (medians are quoted)")
+    parser.add_argument("--floor", action="store_true", help="only the bound and the floor (no sweeps)")
     parser.add_argument("extra", nargs="*", help="more overrides for both sweeps")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
 
     members, seeds, steps, _ = shapes(args)
+    if args.floor:
+        print(f"{args.model}: {members} members, {steps} batches of 128 per epoch; {args.repeat} measurements each")
+        floor(args)
+        return
     print(
         f"{args.model}: {members} jobs ({args.optimizers} x seeds {args.seeds}), {args.epochs} epochs, full Fashion-MNIST"
     )
@@ -252,19 +283,8 @@ def main() -> None:
         f"  per member-epoch: vectorized {per_member_epoch * 1e3:.1f} ms, basic {basic_epoch * 1e3:.1f} ms "
         f"(ratio {per_member_epoch / basic_epoch:.3f})"
     )
-    bound = matmul_bound(args)
-    print(f"  matmul bound per member-epoch (forward + weight-gradient matmuls, same shapes): {bound * 1e3:.1f} ms")
+    bound = floor(args)
     print(f"  per member-epoch cost / matmul bound: {per_member_epoch / bound:.2f}")
-    kernels = loss_kernels(args)
-    print(
-        f"  the loss's kernels per member-epoch (log-softmax, its backward, argmax; same shapes): "
-        f"{kernels * 1e3:.1f} ms = {kernels / bound:.2f} x the bound; bound + these: {(bound + kernels) / bound:.2f} x"
-    )
-    loop = lightning_loop(args)
-    print(
-        f"  Lightning's loop alone per member-epoch (an empty training_step, {steps} batches): {loop * 1e3:.1f} ms "
-        f"= {loop / bound:.2f} x the bound; bound + loss kernels + loop: {(bound + kernels + loop) / bound:.2f} x"
-    )
     print(f"  where a member's step goes ({members} members, batch 128), median [min, max]:")
     total = per_member_epoch / steps
     parts = step_breakdown(args)
