@@ -13,6 +13,7 @@ per-member early stopping, divergence and best weights are kept here, epoch by e
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import time
@@ -115,6 +116,7 @@ class StackedClassifier(pl.LightningModule):
         if seed_index != sorted(seed_index) or set(seed_index) != set(range(groups)):
             raise ValueError(f"members must come sorted by seed group 0, 1, ...; got {seed_index}")
         self.group_sizes = [seed_index.count(s) for s in range(groups)]
+        self.equal_groups = len(set(self.group_sizes)) == 1  # a comparison sweep's usual shape
         self.stopping, self.log_every, self.best_by = stopping, log_every, best_by
         m = len(states)
         self.history = [MemberHistory() for _ in range(m)]
@@ -163,7 +165,7 @@ class StackedClassifier(pl.LightningModule):
         m, width = w.shape[:2]
         if shared:
             hidden = F.linear(x, w.flatten(0, 1), b.flatten()).view(len(x), m, width).transpose(0, 1)
-        elif self.group_sizes == [self.group_sizes[0]] * len(self.group_sizes):  # equal seed groups
+        elif self.equal_groups:
             groups, size = len(self.group_sizes), self.group_sizes[0]
             # (weights @ x^T): the weights' gradient then comes out in their own layout, not transposed
             wide = w.reshape(groups, size * width, w.shape[2])
@@ -182,31 +184,27 @@ class StackedClassifier(pl.LightningModule):
             )
             y = torch.cat([y[s].expand(n, *y.shape[1:]) for s, n in enumerate(self.group_sizes)])
         rest, names = self.rest
-        template = self.template[0]
-
-        def tail(p, h, yi):
-            logits = functional_call(rest, p, (h,))
-            predicted = template.predict_labels(logits)
-            return template.loss(logits, yi), (predicted == template.class_index(yi)).sum(), predicted
-
         rest_params = {local: params[name] for local, name in names.items()}
+        tail = functools.partial(self.outcome, rest)
         return vmap(tail, in_dims=(0, 0, None if shared else 0), randomness="different")(rest_params, hidden, y)
+
+    def outcome(self, network, params, inputs, target):
+        """One member's loss, correct predictions and predicted labels: `network` (the model, or the
+        rest of its network after the input layer) run on `inputs` with `params`."""
+        template = self.template[0]
+        logits = functional_call(network, params, (inputs,))
+        predicted = template.predict_labels(logits)
+        return template.loss(logits, target), (predicted == template.class_index(target)).sum(), predicted
 
     def vmapped(self, params, x, y, shared: bool):
         """`run_members` for any network: the whole network vmapped over the members (a seed group's
         shared batch is then expanded to every member)."""
-        template = self.template[0]
-
-        def one(params, xi, yi):
-            logits = functional_call(template, params, (xi,))
-            predicted = template.predict_labels(logits)
-            return template.loss(logits, yi), (predicted == template.class_index(yi)).sum(), predicted
-
+        one = functools.partial(self.outcome, self.template[0])
         members = vmap(one, in_dims=(0, None, None), randomness="different")
         if shared:
             return members(params, x, y)
         groups, size = len(self.group_sizes), self.group_sizes[0]
-        if self.group_sizes == [size] * groups:  # equal seed groups: one call, vmapped over the groups too
+        if self.equal_groups:  # one call, vmapped over the groups too
             stacked = {name: w.view(groups, size, *w.shape[1:]) for name, w in params.items()}
             out = vmap(members, in_dims=(0, 0, 0), randomness="different")(stacked, x, y)
             return tuple(o.flatten(0, 1) for o in out)
