@@ -144,9 +144,9 @@ class StackedClassifier(pl.LightningModule):
         if split is None or type(template).forward is not Classifier.forward:
             return None, None
         first, rest = split()
-        name_of = {id(p): name for name, p in template.named_parameters()}
         if first.bias is None:
             return None, None
+        name_of = {id(p): name for name, p in template.named_parameters()}
         rest_names = {local: name_of[id(p)] for local, p in rest.named_parameters()}
         return (name_of[id(first.weight)], name_of[id(first.bias)]), (rest, rest_names)
 

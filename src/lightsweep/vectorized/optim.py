@@ -266,9 +266,8 @@ class Rule:
             return
         if self.name == "adam":
             if self.decay and u["decoupled"] is not False:
-                decayed = b(
-                    1 - lr * self.of("weight_decay", rows)
-                )  # param.mul_(1 - lr * weight_decay), the factor in float64
+                # param.mul_(1 - lr * weight_decay), the factor in float64
+                decayed = b(1 - lr * self.of("weight_decay", rows))
                 p.mul_(decayed if u["decoupled"] else torch.where(h["decoupled"], decayed, torch.ones_like(decayed)))
             st["exp_avg"].lerp_(g, h["one_minus_beta1"])
             sq = st["exp_avg_sq"].mul_(h["beta2"]).addcmul_(g * h["one_minus_beta2"], g)
