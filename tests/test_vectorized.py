@@ -18,8 +18,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from lightsweep.tracking.models import run_model
-from lightsweep.train import check_config, train
-from lightsweep.vectorized.group import Member, group_key, train_group
+from lightsweep.train import train
+from lightsweep.vectorized.group import group_key, prepare, train_group
 
 SMALL = ["data=digits", "logger=none", *QUIET, "trainer.log_every_n_steps=5"]
 
@@ -40,9 +40,10 @@ def separate_and_grouped(tmp_path, jobs: list[list[str]]):
     for i, overrides in enumerate(jobs):
         alone.append(train(composed(tmp_path, f"alone{i}", *overrides)))
         cfg = composed(tmp_path, f"member{i}", *overrides)
-        check_config(cfg, True)  # as the launcher's job does before its member joins (e.g. the binary task)
         keys.add(group_key(cfg)[0])
-        members.append(Member(cfg=OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)), run=None, num=i))
+        member = prepare(cfg)  # as the launcher's job does, in the job's own config (composed last)
+        member.num = i
+        members.append(member)
     assert len(keys) == 1 and None not in keys  # they do form one group
     results = train_group(members, "test")
     GlobalHydra.instance().clear()
@@ -116,7 +117,14 @@ def test_early_stopping_stops_each_member_as_its_job(tmp_path):
     pairs, results = separate_and_grouped(tmp_path, jobs)
     for alone, member in pairs:
         assert max((alone[k] - member[k]).abs().max().item() for k in alone) <= 1e-9
-    assert results[0]["epoch"] == 1 and results[1]["epoch"] > 1  # stopped, and trained on
+    # Each member's last checkpoint stands where its separate job's stands: stopped, and trained on.
+    last = [
+        [torch.load(tmp_path / f"{kind}{i}" / "out" / "checkpoints" / "last.ckpt", weights_only=True) for i in (0, 1)]
+        for kind in ("alone", "member")
+    ]
+    for alone, member in zip(*last):
+        assert (member["epoch"], member["global_step"]) == (alone["epoch"], alone["global_step"])
+    assert last[1][0]["global_step"] < last[1][1]["global_step"]
 
 
 def test_group_keys_say_who_trains_together(make_cfg):
@@ -127,10 +135,10 @@ def test_group_keys_say_who_trains_together(make_cfg):
     assert group_key(make_cfg("data.batch_size=64"))[0] != key
     for overrides, why in [
         (["trainer=ddp_cpu"], "several devices"),
-        (["trainer.gradient_clip_val=1"], "trainer.gradient_clip_val"),
+        (["+trainer.accumulate_grad_batches=2"], "trainer.accumulate_grad_batches"),
         (["+callbacks.mine._target_=pytorch_lightning.callbacks.Timer"], "callbacks.mine"),
         (["optimizer._target_=torch.optim.LBFGS"], "LBFGS"),
-        (["callbacks.early_stopping.monitor=train/acc"], "callbacks.early_stopping.monitor"),
+        (["callbacks.early_stopping.monitor=test/acc"], "callbacks.early_stopping.monitor"),
     ]:
         none, reason = group_key(make_cfg(*overrides))
         assert none is None and why in reason, (overrides, reason)
@@ -173,7 +181,7 @@ def test_a_vectorized_sweep_lands_as_ordinary_children(tmp_path):
             child.data.metrics
         )
         assert len(client.get_metric_history(child.info.run_id, "val/acc")) == 2
-        assert [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")] == [4, 8, 12, 16]
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")] == [3, 7, 11, 15]
         files = {a.path for a in client.list_artifacts(child.info.run_id, "plots")}
         assert {"plots/learning_curves.png", "plots/confusion_matrix.png"} <= files
         (ckpt,) = [a.path for a in client.list_artifacts(child.info.run_id, "checkpoints")]

@@ -9,9 +9,23 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightsweep.errors import LightsweepError
 
+# Lightning's own keys of an `lr_scheduler` dict; in a `scheduler` config they sit beside the
+# scheduler's arguments (`interval: step`, `monitor: val/loss`) and go to Lightning, not to the scheduler.
+LIGHTNING_SCHEDULER_KEYS = ("interval", "frequency", "monitor", "strict", "name")
+
 
 def build(cfg: DictConfig, run=None, tested: bool = True):
     """(datamodule, model, trainer) for `cfg`; `run` (a tracking.setup.RunHandle) gets the logger."""
+    limit_threads(cfg.get("threads"))
+    flush_denormal(cfg.get("flush_denormal", False))
+    datamodule, model = build_model(cfg)
+    trainer = instantiate(cfg, "trainer", callbacks=build_callbacks(cfg, tested), logger=build_logger(cfg, run))
+    return datamodule, model, trainer
+
+
+def build_callbacks(cfg: DictConfig, tested: bool = True) -> list:
+    """The run's Lightning callbacks: the config's (`callbacks.*`), then lightsweep's own (a vectorized
+    sweep's member gets the same list: its job's)."""
     from pytorch_lightning.callbacks import ProgressBar
 
     from lightsweep.callbacks import EpochHistory, ProcessGroupExit, RandomState, RunArtifacts, SignalCheck
@@ -19,9 +33,6 @@ def build(cfg: DictConfig, run=None, tested: bool = True):
     from lightsweep.tracking.models import logs_own_model
     from lightsweep.tracking.setup import hydra_choices
 
-    limit_threads(cfg.get("threads"))
-    flush_denormal(cfg.get("flush_denormal", False))
-    datamodule, model = build_model(cfg)
     callbacks = [
         instantiate(cfg, f"callbacks.{name}")
         for name, c in (cfg.get("callbacks") or {}).items()
@@ -37,12 +48,14 @@ def build(cfg: DictConfig, run=None, tested: bool = True):
         plot_dir, tested=tested, log_model=logs_own_model(cfg, in_sweep), data_name=hydra_choices(cfg).get("data")
     )
     # ProcessGroupExit: a DDP worker's gloo threads end before Python's finalization (else a rare SIGABRT).
-    callbacks += [EpochHistory(), RandomState(), SignalCheck(), ProcessGroupExit(), artifacts]
-    logger = False
-    if run is not None:
-        logger = instantiate(cfg, "logger.mlflow", run_id=run.run_id, tracking_uri=run.tracking_uri)
-    trainer = instantiate(cfg, "trainer", callbacks=callbacks, logger=logger)
-    return datamodule, model, trainer
+    return callbacks + [EpochHistory(), RandomState(), SignalCheck(), ProcessGroupExit(), artifacts]
+
+
+def build_logger(cfg: DictConfig, run=None):
+    """The run's MLFlowLogger, logging to `run` (created by lightsweep); False when nothing is tracked."""
+    if run is None:
+        return False
+    return instantiate(cfg, "logger.mlflow", run_id=run.run_id, tracking_uri=run.tracking_uri)
 
 
 def build_model(cfg: DictConfig):
@@ -52,10 +65,18 @@ def build_model(cfg: DictConfig):
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg, "data", _convert_="all")
-    optimizer = instantiate(cfg, "optimizer")
-    scheduler = instantiate(cfg, "scheduler") if cfg.get("scheduler") else None
-    # Plain lists, not ListConfig, so the checkpoint loads with torch.load(weights_only=True).
-    model = instantiate(cfg, "model", optimizer=optimizer, scheduler=scheduler, _convert_="all")
+    # Plain lists and dicts, not ListConfig: what an optimizer or scheduler keeps (NAdam's betas) goes into
+    # checkpoints, which load with torch.load(weights_only=True).
+    optimizer = instantiate(cfg, "optimizer", _convert_="all")
+    scheduler, scheduler_config = None, None
+    if cfg.get("scheduler"):
+        resolved = OmegaConf.to_container(cfg.scheduler, resolve=True)
+        scheduler_config = {k: v for k, v in resolved.items() if k in LIGHTNING_SCHEDULER_KEYS}
+        node = {k: v for k, v in resolved.items() if k not in LIGHTNING_SCHEDULER_KEYS}
+        scheduler = instantiate(OmegaConf.create({"scheduler": node}), "scheduler", _convert_="all")
+    model = instantiate(
+        cfg, "model", optimizer=optimizer, scheduler=scheduler, scheduler_config=scheduler_config, _convert_="all"
+    )
     check_optimizer(cfg, model)
     return datamodule, model
 
@@ -74,11 +95,20 @@ def instantiate(cfg: DictConfig, key: str, **kwargs):
 def check_optimizer(cfg: DictConfig, model) -> None:
     """Build the optimizer and scheduler once now, as Lightning will: torch checks their values
     (betas, eps, alpha, ...) only then, which inside `fit` would be a traceback from deep in torch."""
+    from torch.optim.lr_scheduler import ReduceLROnPlateau
+
     try:
-        model.configure_optimizers()
+        configured = model.configure_optimizers()
     except (ValueError, TypeError, KeyError) as err:
         groups = "optimizer" if cfg.get("scheduler") is None else ("optimizer", "scheduler")
         raise LightsweepError(rejected(cfg, groups, err)) from err
+    lr_scheduler = configured.get("lr_scheduler", {}) if isinstance(configured, dict) else {}
+    if isinstance(lr_scheduler.get("scheduler"), ReduceLROnPlateau) and not lr_scheduler.get("monitor"):
+        raise LightsweepError(
+            "scheduler.monitor is missing: ReduceLROnPlateau needs the metric it watches, e.g. scheduler.monitor=val/loss"
+        )
+    if lr_scheduler.get("interval", "epoch") not in ("epoch", "step"):
+        raise LightsweepError(f"scheduler.interval must be epoch or step, got {lr_scheduler['interval']!r}")
 
 
 def rejected(cfg: DictConfig, groups, err: BaseException) -> str:

@@ -96,24 +96,32 @@ def fit_and_test(cfg: DictConfig, run=None) -> dict[str, float]:
     interrupts.check()  # a Ctrl-C that Lightning or a library swallowed
     if trainer.interrupted:
         raise KeyboardInterrupt  # the run must end KILLED, not FINISHED
-    metrics = _scalars(trainer.callback_metrics)  # fit's last values; test replaces callback_metrics
-    diverged = [k for k in LOSS_KEYS if k in metrics and not math.isfinite(metrics[k])]
-    if tested and not diverged:
+    metrics = scalars(trainer.callback_metrics)  # fit's last values; test replaces callback_metrics
+    diverged = diverged_key(metrics)
+    if tested and diverged is None:
         checkpoint = trainer.checkpoint_callback
         best = checkpoint.best_model_path if checkpoint is not None else ""
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         interrupts.check()
-        metrics.update(_scalars(trainer.callback_metrics))
-    if diverged:
-        raise TrainingDiverged(
-            f"training diverged (non-finite {diverged[0]}): lower optimizer.lr (now {cfg.optimizer.lr}) "
-            "or add weight decay"
-        )
+        metrics.update(scalars(trainer.callback_metrics))
+    if diverged is not None:
+        raise diverged_error(cfg, diverged)
     if run is not None:
         metrics["run_id"] = run.run_id
     if trainer.is_global_zero:
         _print_summary(metrics, run, Path(cfg.paths.output_dir))
     return metrics
+
+
+def diverged_key(metrics: dict[str, float]) -> str | None:
+    """The first loss that is not finite after fit (NaN/inf), else None."""
+    return next((k for k in LOSS_KEYS if k in metrics and not math.isfinite(metrics[k])), None)
+
+
+def diverged_error(cfg: DictConfig, key: str) -> TrainingDiverged:
+    return TrainingDiverged(
+        f"training diverged (non-finite {key}): lower optimizer.lr (now {cfg.optimizer.lr}) or add weight decay"
+    )
 
 
 def _with_checkpoint_dir(cfg: DictConfig, folder: str) -> DictConfig:
@@ -124,7 +132,8 @@ def _with_checkpoint_dir(cfg: DictConfig, folder: str) -> DictConfig:
     return cfg
 
 
-def _scalars(callback_metrics) -> dict[str, float]:
+def scalars(callback_metrics) -> dict[str, float]:
+    """A trainer's callback metrics as floats (what a run returns)."""
     return {k: float(v) for k, v in callback_metrics.items() if v.numel() == 1}
 
 

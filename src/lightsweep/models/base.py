@@ -40,19 +40,32 @@ class Classifier(pl.LightningModule):
     """Wraps a network that maps (N, input_dim) features to logits.
 
     `optimizer` and `scheduler` are partials from Hydra (`_partial_: true`): the optimizer is
-    completed with the parameters, the scheduler with the optimizer.
+    completed with the parameters, the scheduler with the optimizer. `scheduler_config` holds
+    Lightning's own keys for the scheduler (`interval`: epoch or step, `frequency`, `monitor` for
+    ReduceLROnPlateau), as Lightning's `lr_scheduler` dict takes them.
     """
 
     binary = False  # one logit + BCE instead of K logits + CE
+    # Sweep members can train as one batched model (lightsweep.vectorized): the loss and predictions are
+    # functions of the network's logits, per batch, and the network's parameters are all it trains.
+    vectorizable = True
+    # The arguments that are the run's wiring, not its model: never saved as hyperparameters.
+    WIRING = ("optimizer", "scheduler", "scheduler_config")
 
     def __init__(
-        self, net: nn.Module, num_classes: int, optimizer: Callable | None = None, scheduler: Callable | None = None
+        self,
+        net: nn.Module,
+        num_classes: int,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_config: dict | None = None,
     ):
         super().__init__()
         self.net = net
         self.num_classes = num_classes
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.scheduler_config = dict(scheduler_config or {})
         task = (
             {"task": "binary"}
             if num_classes == 2 and self.binary
@@ -134,10 +147,29 @@ class Classifier(pl.LightningModule):
         self.test_confusion.update(preds, labels)
 
     def configure_optimizers(self):
+        """The optimizer over this module's parameters and, with a scheduler, Lightning's `lr_scheduler`
+        dict for it. A vectorized sweep's member calls this too: its optimizer is its job's."""
         if self.optimizer_factory is None:
             raise ValueError("no optimizer: pass a partial, e.g. optimizer=adam")
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        keywords = getattr(self.scheduler_factory, "keywords", {})
+        # `total_steps: null` in a scheduler's config (OneCycleLR): the run's length in optimizer steps.
+        length = (
+            {"total_steps": self.total_steps()} if "total_steps" in keywords and keywords["total_steps"] is None else {}
+        )
+        scheduler = self.scheduler_factory(optimizer=optimizer, **length)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", **self.scheduler_config},
+        }
+
+    def total_steps(self) -> int:
+        """The optimizer steps of the whole run (Lightning's estimate); 1 before a trainer is attached
+        (when the config is checked, only the values are)."""
+        try:
+            trainer = self.trainer
+        except RuntimeError:
+            return 1
+        return int(trainer.estimated_stepping_batches)

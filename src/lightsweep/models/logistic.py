@@ -10,9 +10,9 @@ class LogisticRegression(Classifier):
 
     binary = True
 
-    def __init__(self, input_dim: int, binary: bool = True, optimizer=None, scheduler=None):
-        super().__init__(LinearNet(input_dim, 1), num_classes=2, optimizer=optimizer, scheduler=scheduler)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+    def __init__(self, input_dim: int, binary: bool = True, optimizer=None, scheduler=None, scheduler_config=None):
+        super().__init__(LinearNet(input_dim, 1), 2, optimizer, scheduler, scheduler_config)
+        self.save_hyperparameters(ignore=list(self.WIRING), logger=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(1)

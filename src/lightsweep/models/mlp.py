@@ -17,10 +17,11 @@ class MLPClassifier(Classifier):
         label_smoothing: float = 0.0,
         optimizer=None,
         scheduler=None,
+        scheduler_config=None,
     ):
         net = MLP(input_dim, list(hidden_sizes), num_classes, activation, dropout)
-        super().__init__(net, num_classes, optimizer, scheduler)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        super().__init__(net, num_classes, optimizer, scheduler, scheduler_config)
+        self.save_hyperparameters(ignore=list(self.WIRING), logger=False)
         self.label_smoothing = label_smoothing
 
     def loss(self, logits, target):

@@ -20,9 +20,10 @@ class SoftmaxRegression(Classifier):
         label_smoothing: float = 0.0,
         optimizer=None,
         scheduler=None,
+        scheduler_config=None,
     ):
-        super().__init__(LinearNet(input_dim, num_classes), num_classes, optimizer, scheduler)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        super().__init__(LinearNet(input_dim, num_classes), num_classes, optimizer, scheduler, scheduler_config)
+        self.save_hyperparameters(ignore=list(self.WIRING), logger=False)
         self.loss_name, self.label_smoothing = loss, label_smoothing
 
     def loss(self, logits, target):

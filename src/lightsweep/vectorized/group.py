@@ -2,86 +2,96 @@
 
 `group_key(cfg)` says whether a job can join a group (and with whom: equal keys); `prepare(cfg)` runs
 inside the job's own Hydra context (its output dir, `.hydra/` files, HydraConfig): it validates the
-config and opens the job's MLflow child run, as `train()` does. `train_group(members)` then trains the
-prepared members as one `StackedClassifier` and gives each member's run what a separate job's gets:
-per-epoch and test metrics, plots, a single-model best checkpoint, and its final status.
+config and opens the job's MLflow child run as `train()` does, and builds what `lightsweep.build`
+builds for any run (its module, callbacks and logger). `train_group(members)` then trains the prepared
+members as one `StackedClassifier`; each member's own callbacks and logger write its run's outputs, as
+its separate run's do, and the run lifecycle ends each run.
 """
 
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
-import math
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from lightsweep import interrupts
+from lightsweep.vectorized.members import Member
 
 log = logging.getLogger(__name__)
 
 # What members of one group may differ in: each member's own optimizer, schedule and seed.
 MEMBER_KEYS = ("optimizer", "scheduler", "seed", "run_name", "tags", "paths")
-MODELS = (
-    "lightsweep.models.SoftmaxRegression",
-    "lightsweep.models.LogisticRegression",
-    "lightsweep.models.MLPClassifier",
-)
-# The default callbacks, which the group reproduces per member; any other callback sees one model.
-KNOWN_CALLBACKS = {
-    "model_checkpoint",
-    "interrupt_checkpoint",
-    "early_stopping",
-    "stop_on_divergence",
-    "model_summary",
-    "progress_bar",
-}
+# The metrics a member has (its callbacks may watch them).
+MEMBER_METRICS = ("train/loss", "train/loss_epoch", "train/acc", "val/loss", "val/acc")
 
 
 def group_key(cfg: DictConfig) -> tuple[str | None, str]:
     """(key, why): jobs with the same key train together; None runs the job alone, for the reason given."""
-    if str(OmegaConf.select(cfg, "model._target_")) not in MODELS:
-        return None, "its model is not one of lightsweep's (softmax, logistic, mlp)"
-    if cfg.get("resume") or cfg.get("ckpt_path"):
-        return None, "it continues a checkpoint (resume/ckpt_path)"
+    from hydra.utils import get_class
+
+    try:
+        model = get_class(str(OmegaConf.select(cfg, "model._target_")))
+        optimizer = get_class(str(OmegaConf.select(cfg, "optimizer._target_")))
+    except Exception:  # (the job itself says what is wrong when it runs)
+        return None, "its model or optimizer class cannot be imported"
+    if not getattr(model, "vectorizable", False):
+        return None, f"its model ({model.__name__}) does not say it can be vectorized"
+    if cfg.get("ckpt_path"):
+        return None, "it starts from a checkpoint (ckpt_path)"
     trainer = cfg.trainer
     if "ddp" in str(trainer.get("strategy", "")) or str(trainer.get("devices", 1)) not in ("1", "auto"):
         return None, "it trains on several devices (trainer.strategy/devices)"
-    for key, plain in (("accumulate_grad_batches", 1), ("gradient_clip_val", None), ("val_check_interval", None)):
-        if trainer.get(key, plain) not in (plain, 1.0 if key == "val_check_interval" else plain):
+    for key, plain in (("accumulate_grad_batches", 1), ("val_check_interval", 1.0)):
+        if trainer.get(key) not in (None, plain):
             return None, f"trainer.{key} is not vectorized"
-    for name in ("model_checkpoint", "early_stopping"):
-        monitor = OmegaConf.select(cfg, f"callbacks.{name}.monitor")
-        if monitor is not None and monitor not in ("val/acc", "val/loss"):
-            return None, f"callbacks.{name}.monitor={monitor}: members are compared on val/acc or val/loss"
-    extra = sorted(k for k, c in (cfg.get("callbacks") or {}).items() if c and k not in KNOWN_CALLBACKS)
-    if extra:
-        return None, f"callbacks.{extra[0]} is a callback for one model"
-    if cfg.optimizer.get("_target_", "").rsplit(".", 1)[-1] not in ("SGD", "Adam", "AdamW", "Adagrad", "RMSprop"):
-        return None, f"optimizer {cfg.optimizer.get('_target_')} has no vectorized update rule"
-    if cfg.get("scheduler") and cfg.scheduler.get("_target_", "").rsplit(".", 1)[-1] not in (
-        "StepLR",
-        "CosineAnnealingLR",
-    ):
-        return None, f"scheduler {cfg.scheduler.get('_target_')} is not vectorized"
+    step = inspect.signature(optimizer.step).parameters.get("closure")
+    if step is not None and step.default is inspect.Parameter.empty:
+        return None, f"optimizer {optimizer.__name__} needs a closure (it evaluates the loss itself)"
+    if "sparse" in optimizer.__name__.lower():
+        return None, f"optimizer {optimizer.__name__} takes sparse gradients"
+    scheduler = cfg.get("scheduler") or {}
+    if "ReduceLROnPlateau" in str(scheduler.get("_target_", "")) and scheduler.get("interval") == "step":
+        return None, "ReduceLROnPlateau stepped per batch (scheduler.interval=step) is not vectorized"
+    if (why := _callbacks_alone(cfg)) is not None:
+        return None, why
     shared = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in (*MEMBER_KEYS, "hydra")])
     return OmegaConf.to_yaml(shared, resolve=False), ""
 
 
-@dataclass
-class Member:
-    """One prepared job of a group: its resolved config, its run (None: not tracked) and its number."""
+def _callbacks_alone(cfg: DictConfig) -> str | None:
+    """Why the job's callbacks keep it out of a group, or None."""
+    from hydra.utils import get_class
+    from pytorch_lightning.callbacks import ModelCheckpoint
 
-    cfg: DictConfig
-    run: object
-    num: int
+    from lightsweep.vectorized.members import PER_MEMBER_CALLBACKS
+
+    for name, callback in (cfg.get("callbacks") or {}).items():
+        if not callback or "_target_" not in callback:
+            continue
+        try:
+            cls = get_class(str(callback._target_))
+        except Exception:
+            return f"callbacks.{name} cannot be imported"
+        if not issubclass(cls, PER_MEMBER_CALLBACKS):
+            return f"callbacks.{name} ({cls.__name__}) is a callback for one model"
+        monitor = callback.get("monitor")
+        if monitor is not None and monitor not in MEMBER_METRICS:
+            return f"callbacks.{name}.monitor={monitor}: a member's metrics are {', '.join(MEMBER_METRICS)}"
+        if issubclass(cls, ModelCheckpoint) and (
+            callback.get("every_n_train_steps") or callback.get("train_time_interval")
+        ):
+            return f"callbacks.{name} saves within epochs (every_n_train_steps/train_time_interval)"
+    return None
 
 
 def prepare(cfg: DictConfig) -> Member:
-    """In the job's Hydra context: validate, open the MLflow child run and log its config (as train())."""
+    """In the job's Hydra context: validate, open the MLflow child run and log its config (as train()),
+    then build the member's module, callbacks and logger as `lightsweep.build` builds a run's."""
+    from lightsweep.build import build_callbacks, build_logger, build_model
     from lightsweep.sweeps.context import current_job
     from lightsweep.tracking.run import end_run_for
     from lightsweep.tracking.setup import log_config, open_run
@@ -96,13 +106,17 @@ def prepare(cfg: DictConfig) -> Member:
             check_config(cfg, True)
             if run is not None:
                 log_config(run.client, run.run_id, cfg)
+            # Resolved now: `${hydra:...}` values (output dir, choices) exist only inside this job's context.
+            resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+            datamodule, module = build_model(resolved)  # seeded as its job: the same initial weights
+            callbacks = build_callbacks(cfg, tested=bool(cfg.get("test", True)))
+            logger = build_logger(resolved, run)
         except BaseException as err:
             if run is not None:
                 end_run_for(run.client, run.run_id, err)
             raise
-    # Resolved now: `${hydra:...}` values (output dir, choices) exist only inside this job's context.
-    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    return Member(cfg=resolved, run=run, num=job.num if job is not None else 0)
+    num = job.num if job is not None else 0
+    return Member(resolved, run, num, module, datamodule, callbacks, logger)
 
 
 def train_group(members: list[Member], group: str) -> list[dict]:
@@ -128,168 +142,85 @@ def train_group(members: list[Member], group: str) -> list[dict]:
 
 
 def _fit_and_test(members: list[Member], group: str) -> list[dict]:
-    from lightsweep.build import build_model, flush_denormal, instantiate
-    from lightsweep.callbacks import SignalCheck
-    from lightsweep.vectorized.module import GroupData, StackedClassifier, Stopping
-    from lightsweep.vectorized.optim import RULES, member_spec, resolve_target, schedule_spec
+    from lightsweep.build import flush_denormal
+    from lightsweep.vectorized.module import GroupData, StackedClassifier
 
-    # Sorted by seed, then update rule: each seed group's members are one slice of the stacked weights,
-    # and each rule's members a regular pattern that the optimizer updates as a view.
-    rules = [RULES[resolve_target(m.cfg.optimizer._target_)] for m in members]
-    order = sorted(range(len(members)), key=lambda i: (int(members[i].cfg.seed), rules[i]))
+    # Sorted by seed: each seed group's members are one slice of the stacked weights.
+    order = sorted(range(len(members)), key=lambda i: int(members[i].cfg.seed))
     members = [members[i] for i in order]
     cfg = members[0].cfg
     flush_denormal(cfg.get("flush_denormal", False))  # before the group computes (see build.flush_denormal)
-    singles = []
-    for member in members:
-        datamodule, model = build_model(member.cfg)  # seeded as its job: the same initial weights
-        singles.append(model)
     seeds = sorted({int(m.cfg.seed) for m in members})
-    stopping = Stopping(patience=sys.maxsize)
-    early = OmegaConf.select(cfg, "callbacks.early_stopping")
-    if early:
-        stopping = Stopping(
-            str(early.monitor), str(early.get("mode", "min")), int(early.patience), float(early.get("min_delta", 0.0))
-        )
-    checkpoint = OmegaConf.select(cfg, "callbacks.model_checkpoint")
-    best_by = (str(checkpoint.monitor), str(checkpoint.get("mode", "min"))) if checkpoint else ("val/acc", "max")
-    module = StackedClassifier(
-        singles[0],
-        [{k: v.detach() for k, v in model.named_parameters()} for model in singles],
-        [member_spec(m.cfg.optimizer._target_, _kwargs(m.cfg.optimizer)) for m in members],
-        [
-            schedule_spec(m.cfg.scheduler._target_, _kwargs(m.cfg.scheduler)) if m.cfg.get("scheduler") else None
-            for m in members
-        ],
-        [seeds.index(int(m.cfg.seed)) for m in members],
-        stopping,
-        int(cfg.trainer.get("log_every_n_steps", 50) or 50),
-        best_by,
-    )
+    datamodule = members[0].datamodule
+    for member in members:
+        member.datamodule = datamodule  # one data set for all (each job built its own, unloaded)
+        if member.run is not None:
+            member.run.client.set_tag(member.run.run_id, "lightsweep.vectorized", group)
+    module = StackedClassifier(members, [seeds.index(int(m.cfg.seed)) for m in members])
     data = GroupData(datamodule, seeds)
-    trainer = instantiate(
-        cfg,
-        "trainer",
-        callbacks=[SignalCheck()],
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-    )
+    trainer = _group_trainer(cfg, members, Path(str(cfg.paths.output_dir)).parent / f"group-{group}")
     started = time.perf_counter()
     trainer.fit(module, datamodule=data)
     interrupts.check()
     if trainer.interrupted:
         raise KeyboardInterrupt
-    tested = bool(cfg.get("test", True))
-    test_loss = test_acc = None
-    if tested:
-        trainer.test(module, datamodule=data, verbose=False)
-        interrupts.check()
-        test_loss, test_acc = module.test_results
+    results = _test(members, module, data, trainer, cfg)
     log.info("vectorized group %s: fit and test in %.1f s", group, time.perf_counter() - started)
-    steps_per_epoch = trainer.num_training_batches
-    results = []
-    for m, (member, single) in enumerate(zip(members, singles)):
-        history = module.history[m]
-        metrics = {key: points[-1][1] for key, points in history.epochs.items() if points}
-        if tested and history.diverged_at is None:
-            metrics.update({"test/loss": test_loss[m], "test/acc": test_acc[m]})
-        results.append(_finish(member, single, module, m, metrics, data, steps_per_epoch, group))
     in_job_order = [{}] * len(results)
     for position, i in enumerate(order):
         in_job_order[i] = results[position]
     return in_job_order
 
 
-def _kwargs(node) -> dict:
-    return {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in ("_target_", "_partial_")}
+def _group_trainer(cfg: DictConfig, members: list[Member], folder: Path):
+    """The group's Trainer: its job's trainer settings, the callbacks that run once (progress bar,
+    summary, signals), its random state and its own last checkpoint (what the group resumes from)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
 
+    from lightsweep.build import instantiate
+    from lightsweep.callbacks import RandomState
+    from lightsweep.vectorized.members import ONCE_PER_GROUP
+    from lightsweep.vectorized.module import MembersOnException
 
-def _finish(member: Member, single, module, m: int, metrics: dict, data, steps_per_epoch: int, group: str) -> dict:
-    """Member m's run: metrics, checkpoint, plots, tags, final status. Returns what `train()` returns."""
-    from lightsweep import plots
-    from lightsweep.callbacks.artifacts import model_plots
-    from lightsweep.tracking.models import InputSpec, log_model, logs_own_model
-    from lightsweep.tracking.run import end_run
-
-    history = module.history[m]
-    out = Path(str(member.cfg.paths.output_dir))
-    single.to(module.weights[0].dtype)  # the precision it trained in (as a single run's checkpoint)
-    single.load_state_dict(module.member_state(m, best=True), strict=False)
-    spec = InputSpec.from_training(data.datamodule, single)
-    paths = [plots.learning_curves(history.epochs, out / "plots" / "learning_curves.png")]
-    checkpoint = None
-    if history.best_epoch is not None:
-        checkpoint = _save_checkpoint(single, history, out, steps_per_epoch, spec)
-    if "test/acc" in metrics and hasattr(module, "confusion"):
-        names = data.datamodule.class_names
-        paths.append(plots.confusion_matrix(module.confusion[m].cpu(), names, out / "plots" / "confusion_matrix.png"))
-    paths += model_plots(data.datamodule, single, out / "plots")
-    diverged = history.diverged_at is not None
-    reason = (
-        f"training diverged (non-finite train/loss at epoch {history.diverged_at}): lower optimizer.lr "
-        f"(now {member.cfg.optimizer.lr}) or add weight decay"
-    )
-    if member.run is not None:
-        client, run_id = member.run.client, member.run.run_id
-        _log_metrics(client, run_id, history, metrics, steps_per_epoch)
-        for path in paths:
-            client.log_artifact(run_id, str(path), "plots")
-        if checkpoint is not None:
-            client.log_artifact(run_id, str(checkpoint), "checkpoints")
-        client.set_tag(run_id, "lightsweep.vectorized", group)
-        if not diverged and checkpoint is not None and logs_own_model(member.cfg, in_sweep=True):  # log_models=all
-            log_model(client, run_id, single.net, spec)
-        if diverged:
-            client.set_tag(run_id, "lightsweep.diverged", "true")
-            end_run(client, run_id, "FAILED", reason)
-        else:
-            end_run(client, run_id, "FINISHED")
-        metrics["run_id"] = run_id
-    return {"failed": reason} if diverged else metrics
-
-
-def _save_checkpoint(single, history, out: Path, steps_per_epoch: int, spec) -> Path:
-    """An ordinary single-model checkpoint of the member's best weights (`load_from_checkpoint` loads it)."""
-    import pytorch_lightning as pl
-    import torch
-
-    from lightsweep.tracking.models import SPEC_STATE
-
-    epoch = history.best_epoch
-    acc = dict(history.epochs.get("val/acc", [])).get(epoch, math.nan)
-    path = out / "checkpoints" / f"epoch{epoch:03d}-acc{acc:.4f}.ckpt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "pytorch-lightning_version": pl.__version__,
-            "epoch": epoch,
-            "global_step": (epoch + 1) * steps_per_epoch,
-            "state_dict": {k: v.detach().cpu() for k, v in single.state_dict().items()},
-            "hyper_parameters": dict(single.hparams),
-            "callbacks": {SPEC_STATE: spec.state()},
-        },
-        path,
-    )
-    return path
-
-
-def _log_metrics(client, run_id: str, history, metrics: dict, steps_per_epoch: int) -> None:
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-
-    # Each epoch's points carry the time the group reached them: the report's "seconds to" stay honest.
-    def at(step: int) -> int:
-        return history.times.get(max(step - 1, 0) // steps_per_epoch, now)
-
-    points = [Metric("train/loss", v, at(s), s) for s, v in history.steps]
-    for key, values in history.epochs.items():
-        points += [Metric(key, v, history.times.get(e, now), (e + 1) * steps_per_epoch) for e, v in values]
-    last = max((e for values in history.epochs.values() for e, _ in values), default=0)
-    points += [
-        Metric(k, metrics[k], now, (last + 1) * steps_per_epoch) for k in ("test/loss", "test/acc") if k in metrics
+    callbacks = [c for c in members[0].callbacks if isinstance(c, ONCE_PER_GROUP)]
+    callbacks += [
+        RandomState(),
+        MembersOnException(),
+        # every epoch's end, over the one before (a run's own `save_last` follows its best checkpoint only)
+        ModelCheckpoint(dirpath=str(folder), filename="last", monitor=None, save_top_k=1, save_on_train_epoch_end=True),
     ]
-    for start in range(0, len(points), 1000):
-        with interrupts.deferred():
-            client.log_batch(run_id, metrics=points[start : start + 1000])
+    return instantiate(cfg, "trainer", callbacks=callbacks, logger=False)
+
+
+def _test(members: list[Member], module, data, trainer, cfg: DictConfig) -> list[dict]:
+    """Each member's outcome, as `train()` gives a run's: its fit metrics, its best weights tested (not
+    when it diverged), its run ended by the run lifecycle."""
+    from lightsweep.tracking.run import end_run, end_run_for
+    from lightsweep.train import diverged_error, diverged_key, scalars
+
+    tested = bool(cfg.get("test", True))
+    for member in members:
+        member.tested = tested and diverged_key(scalars(member.fit_metrics)) is None
+    if any(member.tested for member in members):
+        trainer.test(module, datamodule=data, verbose=False)
+        interrupts.check()
+    results = []
+    for member in members:
+        metrics = scalars(member.fit_metrics)
+        if member.tested:
+            metrics.update({k: float(member.metrics[k]) for k in ("test/loss", "test/acc")})
+        if member.logger:
+            member.logger.finalize("success")  # the queued metrics, now
+        diverged = diverged_key(metrics)
+        if member.run is None:
+            results.append({"failed": str(diverged_error(member.cfg, diverged))} if diverged else metrics)
+            continue
+        client, run_id = member.run.client, member.run.run_id
+        if diverged is not None:
+            error = diverged_error(member.cfg, diverged)
+            end_run_for(client, run_id, error)
+            results.append({"failed": str(error)})
+            continue
+        end_run(client, run_id, "FINISHED")
+        results.append({**metrics, "run_id": run_id})
+    return results

@@ -1,14 +1,17 @@
 """M sweep members of one architecture trained as one LightningModule.
 
-Each member is the separate job's `Classifier` (same initial weights, same batches, same update rule):
-the network runs once per step for all members through `torch.func.vmap` over stacked parameters
-(leading dimension M), the loss of each member is its own model's loss, and `MemberOptimizer` applies
-each member's torch.optim rule. Members that share a seed share their batches (`SeedBatches`), so a
-seed group's first layer is one wide matmul; members come sorted by seed group, so each group's
-weights are one slice of the stack (`split`: one gradient copy back, not a scatter per group).
+Each member is its job's `Classifier` (same initial weights, same batches), whose parameters are views
+into the stacked weights (leading dimension M). The network runs once per step for all members through
+`torch.func.vmap` over the stacked parameters; each member's loss is its own model's loss. Members that
+share a seed share their batches (`SeedBatches`), so a seed group's first layer is one wide matmul;
+members come sorted by seed group, so each group's weights are one slice of the stack.
 
-Lightning allows per-member optimizers only under manual optimization, so the module steps itself;
-per-member early stopping, divergence and best weights are kept here, epoch by epoch.
+Everything after the gradient is the members' own: each member's optimizer and LR scheduler are the
+ones its module's `configure_optimizers` returns (stepped as one by `MemberOptimizers`, so Lightning's
+automatic optimization counts one step per batch), gradients are clipped per member with Lightning's
+`clip_gradients`, and each member's own callbacks (ModelCheckpoint, EarlyStopping, lightsweep's) run
+at the epoch's hooks with its metrics through its `MemberTrainer`: it stops, keeps its best checkpoint,
+logs and stores its run's files as its separate run would.
 """
 
 from __future__ import annotations
@@ -16,40 +19,20 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import time
-from dataclasses import dataclass, field
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.callbacks import Callback
 from torch.func import functional_call, vmap
 
 from lightsweep.data.base import epoch_order
+from lightsweep.errors import LightsweepError
 from lightsweep.models.base import Classifier
-from lightsweep.vectorized.optim import MemberLRScheduler, MemberOptimizer
+from lightsweep.vectorized.members import Member
+from lightsweep.vectorized.optimizers import MemberOptimizers, MemberSchedulers, check_members
 
-
-@dataclass
-class Stopping:
-    """Lightning's EarlyStopping rule (monitor, mode, patience, min_delta), per member."""
-
-    monitor: str = "val/acc"
-    mode: str = "max"
-    patience: int = 100
-    min_delta: float = 0.0
-
-
-@dataclass
-class MemberHistory:
-    """What one member logged: per-epoch metrics, training-loss points, and why it stopped."""
-
-    epochs: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-    steps: list[tuple[int, float]] = field(default_factory=list)
-    times: dict[int, int] = field(default_factory=dict)  # epoch (or step) -> when it was recorded, ms
-    stopped_at: int | None = None  # epoch after which it stopped changing
-    diverged_at: int | None = None
-    best_epoch: int | None = None
-    best_score: float | None = None
+GROUP_STATE = "lightsweep_members"  # the group checkpoint's entry for what its members keep beyond weights
 
 
 class SeedBatches:
@@ -84,55 +67,73 @@ class SeedBatches:
 
 
 class StackedClassifier(pl.LightningModule):
-    """`members` single-model Classifiers (built as their jobs build them) trained as one model.
+    """`members` (each holding its job's Classifier, built as its job builds it) trained as one model.
 
-    `template` is one of them: its network structure, loss and labels serve all (their parameters are
-    stacked here). `optimizers[m]`/`schedules[m]` are member m's specs (lightsweep.vectorized.optim);
-    `seed_index[m]` is its seed group in the batches: 0, 1, ... in order (members sorted by seed).
+    The first member's module is the template: its network structure, loss and labels serve all (every
+    member's parameters are stacked here). `seed_index[m]` is member m's seed group in the batches: 0,
+    1, ... in order (members come sorted by seed).
     """
 
-    def __init__(
-        self,
-        template,
-        states,
-        optimizers,
-        schedules,
-        seed_index,
-        stopping: Stopping,
-        log_every: int,
-        best_by: tuple[str, str] = ("val/acc", "max"),  # ModelCheckpoint's monitor and mode
-    ):
+    def __init__(self, members: list[Member], seed_index: list[int]):
         super().__init__()
-        self.automatic_optimization = False
-        self.template = [template]  # a list: not a submodule (its own parameters are not trained)
+        self.members = list(members)  # a list: not submodules (Lightning moves only the stacked weights)
+        template = self.members[0].module
+        self.template = [template]
         self.names = [name for name, _ in template.named_parameters()]
         self.input_layer, self.rest = self.split(template)
+        states = [dict(member.module.named_parameters()) for member in self.members]
         self.weights = torch.nn.ParameterList(
-            torch.nn.Parameter(torch.stack([state[name] for state in states])) for name in self.names
+            torch.nn.Parameter(torch.stack([state[name].detach() for state in states])) for name in self.names
         )
-        self.optimizer_specs, self.schedule_specs = optimizers, schedules
         seed_index = [int(s) for s in seed_index]
         groups = max(seed_index) + 1
         if seed_index != sorted(seed_index) or set(seed_index) != set(range(groups)):
             raise ValueError(f"members must come sorted by seed group 0, 1, ...; got {seed_index}")
         self.group_sizes = [seed_index.count(s) for s in range(groups)]
         self.equal_groups = len(set(self.group_sizes)) == 1  # a comparison sweep's usual shape
-        self.stopping, self.log_every, self.best_by = stopping, log_every, best_by
-        m = len(states)
-        self.history = [MemberHistory() for _ in range(m)]
-        self.best: list[torch.Tensor] = []  # each member's best weights, stacked (set when fit starts)
-        self.wait = [0] * m
-        self.stop_best: list[float | None] = [None] * m
         self.sums: dict[str, torch.Tensor] = {}
+        self.saving: Member | None = None  # the member whose own checkpoint is being written
+        self.last_losses: torch.Tensor | None = None
+        self.batch_index = 0
 
     @property
-    def members(self) -> int:
-        return len(self.history)
+    def stacked(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.names, self.weights))
+
+    def bind(self) -> None:
+        """Each member's parameters: its rows of the stacked weights, where Lightning has put them."""
+        stacked = self.stacked
+        for index, member in enumerate(self.members):
+            member.bind(stacked, index)
+
+    # --- set-up: each member's trainer view, optimizer and scheduler -----------------------------------
+    def setup(self, stage: str) -> None:
+        for member in self.members:
+            member.attach(self.trainer)
+            member.call("setup", stage)
 
     def configure_optimizers(self):
-        optimizer = MemberOptimizer(self.weights, self.optimizer_specs)
-        scheduler = MemberLRScheduler(optimizer, self.schedule_specs)
-        return [optimizer], [scheduler]
+        self.bind()  # now: Lightning has moved the stack to its device and precision
+        for member in self.members:
+            member.configure()
+        optimizer = MemberOptimizers(self.weights, self.members)
+        if all(member.scheduler is None for member in self.members):
+            return optimizer
+        # Lightning asks after every batch; lr_scheduler_step steps each member's on its own interval.
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": MemberSchedulers(optimizer, self.members), "interval": "step"},
+        }
+
+    def on_fit_start(self) -> None:
+        for member in self.members:
+            if member.running:
+                member.call("on_fit_start")
+
+    def on_train_start(self) -> None:
+        for member in self.members:
+            if member.running:
+                member.call("on_train_start")
 
     # --- the members' forward and loss ----------------------------------------------------------------
     @staticmethod
@@ -213,124 +214,238 @@ class StackedClassifier(pl.LightningModule):
         return tuple(torch.cat(parts) for parts in zip(*out))
 
     def accumulate(self, stage: str, losses: torch.Tensor, correct: torch.Tensor, n: int) -> None:
-        for key, value in (("loss", losses.detach().double() * n), ("correct", correct)):
+        """Epoch sums as a run's epoch metrics accumulate them: loss x batch size (in the weights' precision),
+        correct predictions, samples."""
+        for key, value in (("loss", losses.detach() * n), ("correct", correct)):
             self.sums[f"{stage}/{key}"] = self.sums.get(f"{stage}/{key}", 0) + value
         self.sums[f"{stage}/n"] = self.sums.get(f"{stage}/n", 0) + n
 
-    def epoch_values(self, stage: str) -> tuple[list[float], list[float]]:
+    def epoch_values(self, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each member's epoch loss (the weights' precision) and accuracy (float32, as torchmetrics')."""
         n = self.sums.pop(f"{stage}/n")
-        losses = (self.sums.pop(f"{stage}/loss") / n).tolist()
-        accs = (self.sums.pop(f"{stage}/correct").double() / n).tolist()
+        losses = (self.sums.pop(f"{stage}/loss") / n).cpu()
+        accs = (self.sums.pop(f"{stage}/correct").to(torch.float32) / n).cpu()
         return losses, accs
-
-    @property
-    def active(self) -> torch.Tensor:
-        return self.optimizers().optimizer.active
-
-    def on_fit_start(self):
-        # Now: Lightning has moved the weights to their device and precision (e.g. float64).
-        self.best = [w.detach().clone() for w in self.weights]
 
     # --- training ---------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         x, y = batch
         losses, correct, _ = self.run_members(x.to(self.weights[0].dtype), y, list(self.weights), shared=False)
-        optimizer = self.optimizers()
-        active = optimizer.optimizer.active
-        bad = active & ~torch.isfinite(losses.detach())
-        if bad.any():  # stop it before the step: its run fails, the others go on
-            for m in bad.nonzero().flatten().tolist():
-                self.history[m].diverged_at = self.current_epoch
-                self.history[m].stopped_at = self.current_epoch
-            active = active & ~bad
-            optimizer.optimizer.active = active
-        optimizer.zero_grad()
-        self.manual_backward((losses if bool(active.all()) else torch.where(active, losses, 0.0)).sum())
-        optimizer.step()
+        self.batch_index = batch_idx
+        self.last_losses = losses.detach()
         self.accumulate("train", losses, correct, y.shape[1])
-        step = self.global_step  # optimizer steps so far, as a single run counts them
-        if step % self.log_every == 0:
-            for m in active.nonzero().flatten().tolist():
-                self.history[m].steps.append((step, float(losses[m].detach())))
+        finite = torch.isfinite(self.last_losses)
+        if not bool(finite.all()):  # it takes no more steps; its run fails at the epoch's end, the others go on
+            for index in (~finite).nonzero().flatten().tolist():
+                self.members[index].diverged = True
+        stepping = [member.stepping for member in self.members]
+        if all(stepping):
+            return losses.sum()
+        if not any(stepping):
+            return None  # (Lightning then skips the step)
+        return torch.where(torch.tensor(stepping, device=losses.device), losses, torch.zeros_like(losses)).sum()
 
-    def on_train_epoch_end(self):
+    def on_before_optimizer_step(self, optimizer) -> None:
+        for index, member in enumerate(self.members):
+            if member.stepping:
+                member.bind_grads(list(self.weights), index)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Each member clipped by its own gradients' norm (or values), with its own optimizer's
+        parameters, as Lightning clips its separate run's."""
+        for member in self.members:
+            if member.stepping:
+                self.clip_gradients(member.optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        """After each batch (Lightning's call): each member's scheduler on its own interval and frequency,
+        as Lightning steps a run's (ReduceLROnPlateau at the epoch's end, with the member's metric)."""
+        trainer = self.trainer
+        last = self.batch_index + 1 == trainer.num_training_batches or trainer.is_last_batch
+        for member in self.members:
+            config = member.scheduler
+            if config is None or config.reduce_on_plateau or not member.stepping:
+                continue
+            if config.interval == "step":
+                due = (self.batch_index + 1) % config.frequency == 0
+            else:
+                due = last and (trainer.current_epoch + 1) % config.frequency == 0
+            if due:
+                member.module.lr_scheduler_step(config.scheduler, None)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        step = self.trainer.global_step
+        if step % self.trainer.log_every_n_steps == 0:  # where Lightning logs a run's step metrics
+            losses = self.last_losses.tolist()
+            for index, member in enumerate(self.members):
+                if member.stepping:
+                    member.log({"train/loss": losses[index]}, step - 1)
+
+    def on_train_epoch_start(self) -> None:
+        for member in self.members:
+            if member.running:
+                member.call("on_train_epoch_start")
+
+    def on_train_epoch_end(self) -> None:
         losses, accs = self.epoch_values("train")
-        self.record("train/loss_epoch", losses)
-        self.record("train/acc", accs)
-        self.lr_schedulers().step()
-        if not bool(self.active.any()):
-            self.trainer.should_stop = True
+        last = self.last_losses.cpu()
+        trainer = self.trainer
+        step, epoch = trainer.global_step - 1, trainer.current_epoch
+        running = [(index, member) for index, member in enumerate(self.members) if member.running]
+        for index, member in running:
+            member.metrics.update(
+                {"train/loss": last[index], "train/loss_epoch": losses[index], "train/acc": accs[index]}
+            )
+        # Lightning's order: the callbacks that watch no metric, then those that do (checkpoints, early
+        # stopping), then ReduceLROnPlateau, then the epoch's metrics go to the logger.
+        for _, member in running:
+            member.call("on_train_epoch_end", monitoring=False)
+        for index, member in running:
+            member.call("on_train_epoch_end", monitoring=True)
+            self.step_on_plateau(member)
+            member.log({"train/loss_epoch": float(losses[index]), "train/acc": float(accs[index])}, step)
+            can_stop = epoch + 1 >= (trainer.min_epochs or 0)
+            if member.diverged or (member.should_stop and can_stop):
+                member.ended = (epoch + 1, trainer.global_step)
+        if not any(member.running for member in self.members):
+            trainer.should_stop = True
 
-    # --- validation: per-member early stopping and best weights -------------------------------------------
+    def step_on_plateau(self, member: Member) -> None:
+        config = member.scheduler
+        if config is None or not config.reduce_on_plateau or member.diverged:
+            return
+        if (self.trainer.current_epoch + 1) % config.frequency:
+            return
+        value = member.metrics.get(config.monitor)
+        if value is None:
+            if config.strict:
+                raise LightsweepError(
+                    f"scheduler.monitor={config.monitor} is not a metric of the run ({', '.join(member.metrics)}): "
+                    "pass one of them"
+                )
+            return
+        member.module.lr_scheduler_step(config.scheduler, value)
+
+    def on_fit_end(self) -> None:
+        trainer = self.trainer
+        for member in self.members:
+            if member.ended is None:
+                member.ended = (trainer.current_epoch, trainer.global_step)
+            member.fit_metrics = dict(member.metrics)
+            member.call("on_train_end")
+            member.call("on_fit_end")
+
+    # --- validation ---------------------------------------------------------------------------------------
     def validation_step(self, batch, batch_idx):
         x, y = batch
         losses, correct, _ = self.run_members(x.to(self.weights[0].dtype), y, list(self.weights), shared=True)
         self.accumulate("val", losses, correct, len(y))
 
-    def on_validation_epoch_end(self):
+    def on_validation_epoch_end(self) -> None:
         losses, accs = self.epoch_values("val")
         if self.trainer.sanity_checking:
             return
-        self.record("val/loss", losses)
-        self.record("val/acc", accs)
-        self.record("epoch", [float(self.current_epoch)] * self.members)
-        values = {"val/acc": accs, "val/loss": losses}
-        scores, sign = values[self.stopping.monitor], 1 if self.stopping.mode == "max" else -1
-        best_scores, best_sign = values[self.best_by[0]], 1 if self.best_by[1] == "max" else -1
-        active = self.active.clone()
-        for m in range(self.members):
-            if self.history[m].stopped_at is not None and self.history[m].stopped_at < self.current_epoch:
-                continue
-            score, history = scores[m], self.history[m]
-            if not math.isfinite(losses[m]) or not math.isfinite(score):
-                history.diverged_at = history.stopped_at = self.current_epoch
-                active[m] = False
-                continue
-            best_score = best_scores[m]
-            if history.best_score is None or best_sign * (best_score - history.best_score) > 0:  # ModelCheckpoint
-                history.best_score, history.best_epoch = best_score, self.current_epoch
-                for best, w in zip(self.best, self.weights):
-                    best[m] = w.detach()[m]
-            if self.stop_best[m] is None or sign * (score - self.stop_best[m]) > self.stopping.min_delta:
-                self.stop_best[m], self.wait[m] = score, 0  # EarlyStopping's improvement
-            else:
-                self.wait[m] += 1
-                if self.wait[m] >= self.stopping.patience:
-                    history.stopped_at = self.current_epoch
-                    active[m] = False
-        self.optimizers().optimizer.active = active
-        if not bool(active.any()):
-            self.trainer.should_stop = True
+        step = self.trainer.global_step - 1
+        for index, member in enumerate(self.members):
+            if member.running:
+                member.metrics.update({"val/loss": losses[index], "val/acc": accs[index]})
+                member.call("on_validation_epoch_end")
+                member.log({"val/loss": float(losses[index]), "val/acc": float(accs[index])}, step)
 
-    def record(self, key: str, values: list[float]) -> None:
-        now = int(time.time() * 1000)
-        for m, value in enumerate(values):
-            history = self.history[m]
-            if history.stopped_at is None or history.stopped_at >= self.current_epoch:
-                history.epochs.setdefault(key, []).append((self.current_epoch, value))
-                history.times[self.current_epoch] = now
+    def on_validation_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        for member in self.members:
+            if member.running:
+                member.call("on_validation_end")
 
-    # --- test: each member's best weights ------------------------------------------------------------------
-    def on_test_epoch_start(self):
-        num_classes = max(self.template[0].num_classes, 2)
-        self.confusion = torch.zeros(self.members, num_classes, num_classes, dtype=torch.long, device=self.device)
+    # --- test: each tested member's best weights, its own test outputs --------------------------------
+    def on_test_start(self) -> None:
+        self.bind()
+        for member in self.tested:
+            best = member.trainer.checkpoint_callback.best_model_path if member.trainer.checkpoint_callback else ""
+            if best:  # as a run tests: the best checkpoint's weights, loaded into its module (the stack's rows)
+                state = torch.load(best, map_location=self.device, weights_only=True)["state_dict"]
+                member.module.load_state_dict(state)
+
+    @property
+    def tested(self) -> list[Member]:
+        return [member for member in self.members if member.tested]
+
+    def on_test_epoch_start(self) -> None:
+        for member in self.tested:
+            member.module.test_confusion.reset()
 
     def test_step(self, batch, batch_idx):
         x, y = batch
-        losses, correct, predicted = self.run_members(x.to(self.best[0].dtype), y, self.best, shared=True)
+        losses, correct, predicted = self.run_members(x.to(self.weights[0].dtype), y, list(self.weights), shared=True)
         self.accumulate("test", losses, correct, len(y))
         labels = self.template[0].class_index(y)
-        k = self.confusion.shape[1]
-        flat = labels * k + predicted + torch.arange(self.members, device=self.device)[:, None] * k * k
-        self.confusion += torch.bincount(flat.flatten(), minlength=self.members * k * k).view(self.members, k, k)
+        for index, member in enumerate(self.members):
+            if member.tested:
+                member.module.test_confusion.update(predicted[index], labels)
 
-    def on_test_epoch_end(self):
-        self.test_results = self.epoch_values("test")
+    def on_test_epoch_end(self) -> None:
+        losses, accs = self.epoch_values("test")
+        for index, member in enumerate(self.members):
+            if member.tested:
+                member.metrics.update({"test/loss": losses[index], "test/acc": accs[index]})
+                member.call("on_test_epoch_end")
+                # at the run's own last step, as Lightning logs a run's test metrics
+                member.log(
+                    {"test/loss": float(losses[index]), "test/acc": float(accs[index])}, member.trainer.global_step
+                )
 
-    def member_state(self, m: int, best: bool = True) -> dict[str, torch.Tensor]:
-        """Member m's weights as its single model's `state_dict` entries."""
-        weights = self.best if best else self.weights
-        return {name: w[m].detach().cpu().clone() for name, w in zip(self.names, weights)}
+    def on_test_end(self) -> None:
+        for member in self.tested:
+            member.call("on_test_end")
+
+    # --- checkpoints: the group's own (to resume it), and each member's (a single run's) ----------------
+    def save_member_checkpoint(self, member: Member, filepath, weights_only=None, storage_options=None) -> None:
+        """`member`'s own checkpoint, written by Lightning: the group's checkpoint with the member's
+        weights, optimizer and scheduler state, callbacks and hyperparameters in place of the group's."""
+        optimizer = self.trainer.optimizers[0] if self.trainer.optimizers else None
+        self.saving = member
+        if isinstance(optimizer, MemberOptimizers):
+            optimizer.saving = member
+        try:
+            self.trainer.save_checkpoint(filepath, weights_only, storage_options)
+        finally:
+            self.saving = None
+            if isinstance(optimizer, MemberOptimizers):
+                optimizer.saving = None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.saving is None:
+            checkpoint[GROUP_STATE] = [member.group_state() for member in self.members]
+            return
+        entries = self.saving.checkpoint_entries()
+        checkpoint.update(
+            {
+                k: v
+                for k, v in entries.items()
+                if k in checkpoint or k not in ("callbacks", "optimizer_states", "lr_schedulers")
+            }
+        )
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get(GROUP_STATE)
+        if states is None:
+            raise LightsweepError(
+                "this checkpoint is not a vectorized group's: a group resumes only from its own last.ckpt"
+            )
+        check_members("members'", [state["label"] for state in states], self.members)
+        for member, state in zip(self.members, states):
+            member.load_group_state(state)
+
+
+class MembersOnException(Callback):
+    """A group's error or interrupt reaches each member's own callbacks (its interrupt checkpoint)."""
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        for member in pl_module.members:
+            if member.running and member.trainer is not None:
+                member.call("on_exception", exception)
 
 
 class GroupData(pl.LightningDataModule):
