@@ -16,15 +16,16 @@ import logging
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lightsweep import interrupts
 from lightsweep.vectorized.members import Member
 
 log = logging.getLogger(__name__)
 
-# What members of one group may differ in: each member's own optimizer, schedule and seed.
+# What members of one group may differ in: each member's own optimizer, schedule, seed and gradient clipping.
 MEMBER_KEYS = ("optimizer", "scheduler", "seed", "run_name", "tags", "paths")
+MEMBER_TRAINER_KEYS = ("gradient_clip_val", "gradient_clip_algorithm")  # (the group's trainer clips none)
 # The metrics a member has (its callbacks may watch them).
 MEMBER_METRICS = ("train/loss", "train/loss_epoch", "train/acc", "val/loss", "val/acc")
 
@@ -59,6 +60,9 @@ def group_key(cfg: DictConfig) -> tuple[str | None, str]:
     if (why := _callbacks_alone(cfg)) is not None:
         return None, why
     shared = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in (*MEMBER_KEYS, "hydra")])
+    with open_dict(shared):
+        for key in MEMBER_TRAINER_KEYS:
+            shared.trainer.pop(key, None)
     return OmegaConf.to_yaml(shared, resolve=False), ""
 
 
@@ -189,7 +193,8 @@ def _group_trainer(cfg: DictConfig, members: list[Member], folder: Path):
         # every epoch's end, over the one before (a run's own `save_last` follows its best checkpoint only)
         ModelCheckpoint(dirpath=str(folder), filename="last", monitor=None, save_top_k=1, save_on_train_epoch_end=True),
     ]
-    return instantiate(cfg, "trainer", callbacks=callbacks, logger=False)
+    clipping = dict.fromkeys(MEMBER_TRAINER_KEYS)  # each member clips its own gradients (StackedClassifier)
+    return instantiate(cfg, "trainer", callbacks=callbacks, logger=False, **clipping)
 
 
 def _test(members: list[Member], module, data, trainer, cfg: DictConfig) -> list[dict]:

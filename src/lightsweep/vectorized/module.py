@@ -251,11 +251,15 @@ class StackedClassifier(pl.LightningModule):
                 member.bind_grads(list(self.weights), index)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        """Each member clipped by its own gradients' norm (or values), with its own optimizer's
-        parameters, as Lightning clips its separate run's."""
+        """Each member's gradients clipped by its own job's `trainer.gradient_clip_val` (by their norm, or
+        values), over its own optimizer's parameters, with Lightning's `clip_gradients`, as its separate
+        run's are (the group's trainer has no clipping of its own)."""
         for member in self.members:
-            if member.stepping:
-                self.clip_gradients(member.optimizer, gradient_clip_val, gradient_clip_algorithm)
+            value = member.cfg.trainer.get("gradient_clip_val")
+            if member.stepping and value:
+                self.clip_gradients(
+                    member.optimizer, value, member.cfg.trainer.get("gradient_clip_algorithm") or "norm"
+                )
 
     def lr_scheduler_step(self, scheduler, metric) -> None:
         """After each batch (Lightning's call): each member's scheduler on its own interval and frequency,
