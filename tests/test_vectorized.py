@@ -13,7 +13,18 @@ import time
 
 import pytest
 import torch
-from helpers import PYTHON, QUIET, ROOT, cli_env, compose_config, run_sweep, sweep_runs
+from helpers import (
+    PYTHON,
+    QUIET,
+    ROOT,
+    all_runs,
+    artifact_paths,
+    cli_env,
+    compose_config,
+    run_cli,
+    run_sweep,
+    sweep_runs,
+)
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
@@ -321,3 +332,131 @@ def test_a_signal_stops_a_vectorized_sweep_with_every_member_killed(tmp_path, st
     assert [c.info.status for c in children] == ["KILLED", "KILLED"]
     assert all(c.data.tags["lightsweep.failure_reason"] == f"interrupted ({stop.name})" for c in children)
     assert parents[0].info.status == "FAILED"
+
+
+def optimizer_yamls(folder) -> list[str]:
+    """Every torch.optim class a group takes, as one user's YAML each (`optimizer/ext_<name>.yaml` under
+    `folder`), with torch's defaults; list values (betas) written as lists, as users write them."""
+    import inspect
+
+    names = []
+    for name, cls in vars(torch.optim).items():
+        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)) or cls is torch.optim.Optimizer:
+            continue
+        if name in ("LBFGS", "SparseAdam", "Muon"):  # a closure; sparse gradients; 2-D parameters only
+            continue
+        defaults = inspect.signature(cls).parameters
+        lines = [f"_target_: torch.optim.{name}", "_partial_: true", f"lr: {float(defaults['lr'].default)}"]
+        if "betas" in defaults:
+            lines.append(f"betas: {list(defaults['betas'].default)}")
+        (folder / "optimizer").mkdir(parents=True, exist_ok=True)
+        (folder / "optimizer" / f"ext_{name.lower()}.yaml").write_text("\n".join(lines) + "\n")
+        names.append(f"ext_{name.lower()}")
+    return sorted(names)
+
+
+SWEEP_TINY = [
+    "data=digits",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+]
+
+
+@pytest.mark.slow
+def test_any_optimizer_a_user_adds_as_one_yaml_trains_alone_and_in_a_group(tmp_path):
+    """A user's own config directory (`hydra.searchpath`), one YAML per torch.optim class: each trains
+    FINISHED as a single run and as a member of one group (its stock optimizer, batched)."""
+    names = optimizer_yamls(tmp_path / "user_conf")
+    assert len(names) == 12
+    searchpath = f"hydra.searchpath=[file://{tmp_path / 'user_conf'}]"
+    single = run_cli(tmp_path / "single", searchpath, "optimizer=ext_nadam", *SWEEP_TINY, *QUIET)
+    assert single.returncode == 0, single.stderr[-3000:]  # NAdam's betas list: its checkpoint loads to test
+    for launcher in ("basic", "vectorized"):
+        result = run_sweep(
+            tmp_path / launcher, f"hydra/launcher={launcher}", searchpath, f"optimizer={','.join(names)}", *SWEEP_TINY
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        _, _, children, _ = sweep_runs(tmp_path / launcher)
+        assert sorted(c.data.tags["optimizer"] for c in children) == names
+        assert {c.info.status for c in children} == {"FINISHED"}
+        if launcher == "vectorized":
+            assert "runs alone" not in result.stdout + result.stderr
+            assert {c.data.tags["lightsweep.vectorized"] for c in children} == {f"0-{len(names) - 1}"}
+
+
+@pytest.mark.slow
+def test_a_member_run_holds_what_its_basic_twin_holds(tmp_path):
+    """The same two jobs, swept job by job and vectorized (float64, Fashion-MNIST slices): each member's run
+    has its twin's artifact files, dataset inputs, param keys, metric keys and steps, and model; its best
+    checkpoint is a single run's, which `load_from_checkpoint` loads and a single run continues."""
+    from mlflow.tracking import MlflowClient
+
+    from lightsweep.models import SoftmaxRegression
+
+    common = [
+        "optimizer=adam,nadam",
+        "log_models=all",
+        "trainer.precision=64-true",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=6",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "trainer.log_every_n_steps=2",
+    ]
+    runs = {}
+    for launcher in ("basic", "vectorized"):
+        result = run_sweep(tmp_path / launcher, f"hydra/launcher={launcher}", *common)
+        assert result.returncode == 0, result.stderr[-3000:]
+        client, _, children, _ = sweep_runs(tmp_path / launcher)
+        runs[launcher] = (client, {c.info.run_name: client.get_run(c.info.run_id) for c in children})
+    (basic_client, basic), (client, vectorized) = runs["basic"], runs["vectorized"]
+    assert set(basic) == set(vectorized) == {"softmax-adam-lr0.001-s42", "softmax-nadam-lr0.002-s42"}
+    for name, twin in basic.items():
+        member = vectorized[name]
+        assert member.info.status == twin.info.status == "FINISHED"
+        assert member.data.tags["lightsweep.vectorized"] == "0-1" and "lightsweep.vectorized" not in twin.data.tags
+        assert artifact_paths(client, member.info.run_id) == artifact_paths(basic_client, twin.info.run_id)
+        assert set(member.data.params) == set(twin.data.params)
+        inputs = [
+            [(i.dataset.name, i.dataset.digest, tuple(t.value for t in i.tags)) for i in r.inputs.dataset_inputs]
+            for r in (member, twin)
+        ]
+        assert sorted(inputs[0]) == sorted(inputs[1]) and len(inputs[0]) == 3
+        assert set(member.data.metrics) == set(twin.data.metrics)
+        for key in twin.data.metrics:
+            steps = [
+                [m.step for m in c.get_metric_history(r.info.run_id, key)]
+                for c, r in ((client, member), (basic_client, twin))
+            ]
+            assert steps[0] == steps[1], (name, key)
+        models = [run_model(c, r) for c, r in ((client, member), (basic_client, twin))]
+        assert all(models) and models[0].name == models[1].name
+        files = [
+            {a.path for a in c.list_logged_model_artifacts(m.model_id)} for c, m in zip((client, basic_client), models)
+        ]
+        assert files[0] == files[1]
+    # The member's best checkpoint: a single run's, which a single run continues (ckpt_path=).
+    (ckpt,) = [a.path for a in client.list_artifacts(vectorized["softmax-adam-lr0.001-s42"].info.run_id, "checkpoints")]
+    local = client.download_artifacts(vectorized["softmax-adam-lr0.001-s42"].info.run_id, ckpt, str(tmp_path))
+    loaded = SoftmaxRegression.load_from_checkpoint(local)
+    saved = torch.load(local, weights_only=True)["state_dict"]["net.linear.weight"]
+    assert torch.equal(loaded.net.linear.weight.detach(), saved.to(torch.float32))
+    more = run_cli(
+        tmp_path / "continued",
+        f"ckpt_path={local}",
+        "optimizer=adam",
+        "trainer.precision=64-true",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=6",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        *QUIET,
+    )
+    assert more.returncode == 0, more.stderr[-3000:]
+    continued = MlflowClient(f"sqlite:///{tmp_path / 'continued'}/store/mlflow.db")
+    (run,) = all_runs(continued)
+    assert run.info.status == "FINISHED"
+    epochs = [m.value for m in continued.get_metric_history(run.info.run_id, "epoch")]
+    assert min(epochs) >= 1  # it went on from the member's epoch, not from scratch
