@@ -266,12 +266,23 @@ class MlflowServer:
 
 
 def kill_9_at(tmp_path: Path, moment: str, *overrides: str, timeout: float = 240) -> None:
-    """Run `train.py <overrides>` until it reaches `moment` (tests/reliability/pause.py), then `kill -9` it."""
+    """Run `train.py <overrides>` until it reaches `moment` (tests/reliability/pause.py), then `kill -9` it.
+    Flags among the overrides (`-m`) go first, as on a command line."""
     import time
 
     flag = tmp_path / "paused"
+    flags = [o for o in overrides if o.startswith("-")]
+    overrides = tuple(o for o in overrides if not o.startswith("-"))
     process = subprocess.Popen(
-        [PYTHON, "tests/reliability/pause.py", moment, str(flag), f"paths.log_dir={tmp_path}/outputs", *overrides],
+        [
+            PYTHON,
+            "tests/reliability/pause.py",
+            moment,
+            str(flag),
+            *flags,
+            f"paths.log_dir={tmp_path}/outputs",
+            *overrides,
+        ],
         cwd=ROOT,
         env=cli_env(tmp_path),
         stdout=subprocess.PIPE,

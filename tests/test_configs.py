@@ -7,6 +7,7 @@ from helpers import CONF
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
+from lightsweep.build import build_model
 from lightsweep.config import choose_binary_task, validate
 from lightsweep.errors import LightsweepError
 
@@ -28,8 +29,9 @@ def test_groups_have_the_promised_options():
         "moons",
         "circles",
     }
-    assert options("optimizer") == ["adagrad", "adam", "adamw", "momentum", "nesterov", "rmsprop", "sgd"]
-    assert options("scheduler") == ["cosine", "default", "none", "step"]
+    classic = {"adagrad", "adam", "adamw", "momentum", "nesterov", "rmsprop", "sgd"}
+    assert set(options("optimizer")) >= classic | {"nadam", "radam", "adamax", "adadelta", "adafactor", "asgd", "rprop"}
+    assert set(options("scheduler")) >= {"cosine", "default", "none", "step", "warmup_cosine", "onecycle", "plateau"}
     assert set(options("trainer")) >= {"default", "cpu", "gpu", "ddp_cpu"}
     assert set(options("logger")) == {"mlflow", "mlflow_server", "none"}
 
@@ -38,13 +40,15 @@ def test_groups_have_the_promised_options():
 def test_optimizer_options_build_torch_optimizers(make_cfg, name):
     import torch
 
-    cfg = make_cfg(f"optimizer={name}", "optimizer.weight_decay=0.01")
+    decay = "weight_decay" in make_cfg(f"optimizer={name}").optimizer  # (Rprop takes none)
+    cfg = make_cfg(f"optimizer={name}", *(["optimizer.weight_decay=0.01"] if decay else []))
     validate(cfg)
     factory = instantiate(cfg.optimizer)
     param = torch.nn.Parameter(torch.zeros(3))
     optimizer = factory(params=[param])
     assert optimizer.param_groups[0]["lr"] == cfg.optimizer.lr
-    assert optimizer.param_groups[0]["weight_decay"] == 0.01
+    if decay:
+        assert optimizer.param_groups[0]["weight_decay"] == 0.01
     if name in ("momentum", "nesterov"):
         assert optimizer.param_groups[0]["momentum"] == 0.9
         assert optimizer.param_groups[0]["nesterov"] == (name == "nesterov")
@@ -54,13 +58,16 @@ def test_optimizer_options_build_torch_optimizers(make_cfg, name):
 def test_scheduler_options(make_cfg, name):
     import torch
 
-    cfg = make_cfg(f"scheduler={name}")
+    cfg = make_cfg(f"scheduler={name}", "trainer.max_epochs=5")  # (warmup_cosine: 2 epochs of warmup)
     if name in ("none", "default"):  # softmax's default: constant
         assert not cfg.scheduler
         return
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    scheduler = instantiate(cfg.scheduler)(optimizer=optimizer)
-    assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
+    _, model = build_model(cfg)  # the scheduler as a run builds it, with Lightning's keys for it
+    configured = model.configure_optimizers()["lr_scheduler"]
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau
+    assert isinstance(configured["scheduler"], (torch.optim.lr_scheduler.LRScheduler, plateau))
+    assert configured["interval"] == cfg.scheduler.get("interval", "epoch")
+    assert configured.get("monitor") == cfg.scheduler.get("monitor")
 
 
 @pytest.mark.parametrize(

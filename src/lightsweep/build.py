@@ -130,7 +130,7 @@ def rejected(cfg: DictConfig, groups, err: BaseException) -> str:
         ]
         for key in named[:1]:
             target = str(node.get("_target_", group)).rsplit(".", 1)[-1]
-            value = OmegaConf.to_container(node)[key] if OmegaConf.is_config(node) else node[key]
+            value = OmegaConf.to_container(node, resolve=True)[key] if OmegaConf.is_config(node) else node[key]
             fix = (
                 f"remove {group}.{key}, {target} takes no such argument"
                 if "unexpected keyword" in words

@@ -1,10 +1,15 @@
-"""Continuing an interrupted run in place, and loading checkpoints safely.
+"""Continuing an interrupted run or sweep in place, and loading checkpoints safely.
 
 `resume=<run id>` or `resume=last` finds the MLflow run, refuses if its settings differ from this
-invocation's, and restarts Lightning from the run's `last.ckpt` (saved at the end of every epoch) in
-the same checkpoint folder and the same MLflow run. Restarting at an epoch boundary, with the data
-order seeded by epoch and the random state stored in the checkpoint, makes a resumed run end where
-an uninterrupted one would. `ckpt_path=<file>` starts a new run from a checkpoint file instead.
+invocation's, and restarts Lightning from the run's `last.ckpt` (written with its best checkpoint, at an
+epoch's end) in the same checkpoint folder and the same MLflow run. Restarting at an epoch boundary,
+with the data order seeded by epoch and the random state stored in the checkpoint, makes a resumed run
+end where an uninterrupted one would. `ckpt_path=<file>` starts a new run from a checkpoint file instead.
+
+In a sweep (`-m ... resume=last|<parent run id>`) the sweep's parent run is continued
+(`find_sweep_to_resume`), and each job finds its own earlier run (`job_resume_point`): a FINISHED one is
+kept as it is, another continues in place from its last checkpoint (from the start when it has none),
+and a job that never started runs. A vectorized group continues from its own checkpoint.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ LAST_CHECKPOINT = "last.ckpt"
 @dataclass
 class ResumePoint:
     run_id: str
-    checkpoint: Path  # the run's last.ckpt
-    checkpoint_dir: Path  # keeps receiving the run's checkpoints
+    checkpoint: Path | None  # the run's last.ckpt; None: it starts again from the beginning, in the same run
+    checkpoint_dir: Path | None  # keeps receiving the run's checkpoints
 
 
 def find_resume_point(client, experiment_id: str, resume: str, params: dict[str, str], output_dir: str) -> ResumePoint:
@@ -41,6 +46,90 @@ def find_resume_point(client, experiment_id: str, resume: str, params: dict[str,
             "it stopped before its first epoch ended; start it again without resume="
         )
     return ResumePoint(run_id, checkpoint, Path(folder))
+
+
+def find_sweep_to_resume(client, experiment_id: str, resume: str, grid: list[str]):
+    """The sweep parent run that `resume=last|<id>` continues; refuses a finished sweep or another grid."""
+    from mlflow.exceptions import MlflowException
+
+    from lightsweep.overrides import override_key
+
+    if resume != LAST:
+        try:
+            parent = client.get_run(resume)
+        except MlflowException:
+            raise LightsweepError(
+                f"resume={resume}: no such MLflow run in this store; pass a sweep's parent run id, or resume=last"
+            ) from None
+        if parent.data.tags.get("lightsweep.role") != "sweep":
+            raise LightsweepError(f"resume={resume} is one run, not a sweep's parent run: resume it without -m")
+    else:
+        found = client.search_runs(
+            [experiment_id],
+            filter_string="tags.`lightsweep.role` = 'sweep' and attributes.status != 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not found:
+            raise LightsweepError(
+                "resume=last: no interrupted sweep in this experiment; pass resume=<parent run id> "
+                "(or experiment_name=...), or start the sweep without resume="
+            )
+        parent = found[0]
+    run_id = parent.info.run_id
+    if parent.info.status == "FINISHED":
+        raise LightsweepError(f"sweep {run_id} already finished: nothing to resume; start a new sweep without resume=")
+    had = sorted(o for o in sweep_grid(client, parent) if override_key(o) != "resume")
+    wanted = sorted(o for o in grid if override_key(o) != "resume")
+    if had != wanted:
+        raise LightsweepError(
+            f"cannot resume sweep {run_id} with other overrides ({' '.join(wanted) or 'none'}): it ran with "
+            f"{' '.join(had) or 'none'}; rerun exactly those plus resume=last"
+        )
+    return parent
+
+
+def sweep_grid(client, parent) -> list[str]:
+    """The overrides a sweep was started with (its `sweep_grid.yaml`)."""
+    import tempfile
+
+    import yaml
+
+    from lightsweep.tracking.models import quiet_downloads
+
+    with tempfile.TemporaryDirectory(prefix="lightsweep-grid-") as tmp, quiet_downloads():
+        path = client.download_artifacts(parent.info.run_id, "sweep_grid.yaml", tmp)
+        return [str(o) for o in yaml.safe_load(Path(path).read_text())["overrides"]]
+
+
+def job_resume_point(client, sweep, num: int, varying: list[str], params: dict[str, str], output_dir: str):
+    """(the job's run in the interrupted sweep, where it continues) or None for a job that never started;
+    the point is None for a FINISHED run, which is kept as it is. `varying`: the job's overrides of the
+    keys the sweep varies (masked), which its run must have: else it is another job of the grid."""
+    from lightsweep.overrides import override_key
+
+    runs = client.search_runs(
+        [sweep.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{sweep.parent_run_id}' and tags.`lightsweep.job` = '{num}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    run = runs[0]
+    ran = sorted(o for o in run.data.tags.get("overrides", "").split(" ") if override_key(o) in sweep.varying)
+    if ran != sorted(varying):
+        raise LightsweepError(
+            f"job {num}'s run {run.info.run_id} ran {' '.join(ran)}, not {' '.join(sorted(varying))}: resume the "
+            "sweep with its own overrides, swept keys in their order"
+        )
+    if run.info.status == "FINISHED":
+        return run, None
+    _check_same_settings(run, params, output_dir)
+    folder = run.data.params.get(CHECKPOINT_DIR_PARAM)
+    checkpoint = Path(folder) / LAST_CHECKPOINT if folder else None
+    exists = checkpoint is not None and checkpoint.is_file()
+    return run, ResumePoint(run.info.run_id, checkpoint if exists else None, Path(folder) if folder else None)
 
 
 def _find_run(client, experiment_id: str, resume: str):

@@ -44,6 +44,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     with interrupts.handled(), interrupts.held() as creating:
         # A signal while the run is created waits until `tracked_run` owns it (and ends it KILLED).
         run = open_run(cfg, job, sweep)
+        if run is not None and run.kept is not None:  # a resumed sweep's job that had finished
+            creating.release()
+            return kept(run)
         if run is None:
             creating.release()
             if sweep is not None:
@@ -58,6 +61,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
             return fit_and_test(cfg, run)
 
 
+def kept(run) -> dict[str, float]:
+    """What a resumed sweep's FINISHED job returns: its run's metrics, untouched."""
+    print(f"job's run {run.run_id} had finished: kept as it is")
+    return {**run.kept.data.metrics, "run_id": run.run_id}
+
+
 def check_config(cfg: DictConfig, in_sweep: bool) -> None:
     from lightsweep.tracking.models import check_log_models
     from lightsweep.tracking.setup import resume_request
@@ -68,7 +77,7 @@ def check_config(cfg: DictConfig, in_sweep: bool) -> None:
     if resume_request(cfg) is None:
         return
     if in_sweep:
-        raise LightsweepError("resume= continues one run, not a sweep: rerun the sweep's failed jobs instead")
+        return  # the sweep is continued (the MLflow sweep callback found it); each job finds its own run
     if not (cfg.get("logger") or {}).get("mlflow"):
         raise LightsweepError("resume= finds the run in MLflow, but logger=none: pass ckpt_path=<file> instead")
     if "ddp" in str(cfg.trainer.get("strategy", "")):
@@ -81,10 +90,10 @@ def fit_and_test(cfg: DictConfig, run=None) -> dict[str, float]:
 
     resume_gc()  # the libraries are in; what this run builds from here must stay collectable
     ckpt_path = cfg.get("ckpt_path")
-    if run is not None and run.resume is not None:
+    if run is not None and run.resume is not None and run.resume.checkpoint is not None:
         # Same run, same checkpoint folder: Lightning restores the best-checkpoint bookkeeping too.
         ckpt_path = str(run.resume.checkpoint)
-        cfg = _with_checkpoint_dir(cfg, str(run.resume.checkpoint_dir))
+        cfg = with_checkpoint_dir(cfg, str(run.resume.checkpoint_dir))
     tested = bool(cfg.get("test", True))
     datamodule, model, trainer = build(cfg, run, tested=tested)
     if ckpt_path:
@@ -124,7 +133,8 @@ def diverged_error(cfg: DictConfig, key: str) -> TrainingDiverged:
     )
 
 
-def _with_checkpoint_dir(cfg: DictConfig, folder: str) -> DictConfig:
+def with_checkpoint_dir(cfg: DictConfig, folder: str) -> DictConfig:
+    """`cfg` with every callback's checkpoint folder at `folder` (a resumed run's own)."""
     cfg = cfg.copy()
     for callback in (cfg.get("callbacks") or {}).values():
         if callback and "dirpath" in callback:

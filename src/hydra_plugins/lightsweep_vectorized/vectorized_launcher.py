@@ -6,9 +6,9 @@ A unit is either one job, run exactly as Hydra's basic launcher runs it (its own
 `.hydra/` files, callbacks and JobReturn), or a group of compatible jobs to be trained together.
 
 Which jobs are compatible is decided by one hook, `group_key(sweep_config)`: jobs with the same
-non-None key form a group (split into groups of at most `max_members`), None runs the job alone. This
-version has no batched training yet: `group_key` returns None for every job, so every job runs alone
-and the launcher behaves like the basic one. The batched path implements `group_key` and `run_group`.
+non-None key form a group (split into groups of at most `max_members`), None runs the job alone.
+`run_group` trains a group through `lightsweep.vectorized.group` (prepare each job in its own context,
+then train them as one model).
 
 Differences from the basic launcher: every job's config is composed before the first job runs (to
 group them), so a sweep whose Nth job fails to compose stops before running any job rather than
@@ -134,7 +134,11 @@ class VectorizedLauncher(Launcher):
                 result = next(results)
                 if "failed" in result:
                     print(f"job failed: {result['failed']}", file=sys.stderr)
-                ret.return_value = for_sweeper(job.config, result)
+            elif isinstance(ret.return_value, dict):  # failed before it could join, or kept (a resumed sweep)
+                result = ret.return_value
+            else:
+                continue  # (a JobReturn that holds an error: Hydra raises it)
+            ret.return_value = for_sweeper(job.config, result)
         return returns
 
     # --- planning ------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ class SweepContext:
     tracking_uri: str | None = None
     experiment_id: str | None = None
     parent_run_id: str | None = None
+    resuming: bool = False  # an interrupted sweep continued (`resume=`): jobs look for their earlier runs
 
     def write(self, sweep_dir: Path) -> None:
         sweep_dir.mkdir(parents=True, exist_ok=True)

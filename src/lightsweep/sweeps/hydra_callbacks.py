@@ -11,6 +11,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from lightsweep import interrupts
+from lightsweep.errors import LightsweepError
 from lightsweep.startup import resume_gc
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,9 @@ class MLflowSweepCallback(Callback):
         # scatter as unrelated runs, so stop the sweep here with one clear line instead.
         try:
             self._start(config)
+        except LightsweepError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
         except Exception as err:
             print(f"error: cannot start the sweep's MLflow parent run: {err}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -55,10 +59,37 @@ class MLflowSweepCallback(Callback):
         varying = swept_keys(grid, searched) + list(config.hydra.sweeper.get("varies") or [])  # custom sweepers say
         context = SweepContext(sweep_id=sweep_dir.name, varying=list(dict.fromkeys(varying)))
         tracking = self._tracking(config)
+        resume = config.get("resume")
+        if resume is not None and tracking is None:
+            raise LightsweepError("resume= finds the sweep in MLflow, but logger=none: start the sweep again")
         if tracking is not None:
             _warn_if_nodes_cannot_reach(config, str(tracking.tracking_uri))
-            self._create_parent(config, tracking, context, grid, searched, sweep_dir)
+            if resume is not None:
+                self._continue_parent(tracking, context, grid, str(resume), sweep_dir)
+            else:
+                self._create_parent(config, tracking, context, grid, searched, sweep_dir)
         context.write(sweep_dir)
+
+    def _continue_parent(self, tracking, context, grid, resume: str, sweep_dir: Path) -> None:
+        """`resume=last|<parent run id>`: the interrupted sweep's parent run, RUNNING again; its jobs keep
+        their FINISHED runs and continue the others in place (lightsweep.resume.job_resume_point)."""
+        from lightsweep.resume import find_sweep_to_resume
+        from lightsweep.tracking.params import mask_override
+        from lightsweep.tracking.run import reopen_run
+        from lightsweep.tracking.store import ensure_experiment, open_store
+
+        uri = tracking.tracking_uri
+        client = open_store(uri)
+        experiment_id = ensure_experiment(client, uri, tracking.experiment_name)
+        parent = find_sweep_to_resume(client, experiment_id, resume, [mask_override(o) for o in grid])
+        with interrupts.deferred():
+            run_id = reopen_run(client, parent.info.run_id)
+            atexit.register(_fail_if_still_running, client, run_id)
+            client.set_tag(run_id, "lightsweep.sweep_dir", str(sweep_dir))
+        context.sweep_id = parent.data.tags.get("lightsweep.sweep_id", context.sweep_id)
+        context.tracking_uri, context.experiment_id, context.parent_run_id = uri, experiment_id, run_id
+        context.resuming = True
+        print(f"Sweep parent run {run_id} continued (experiment '{tracking.experiment_name}'): finished jobs are kept")
 
     def _create_parent(self, config, tracking, context, grid, searched, sweep_dir: Path) -> None:
         from mlflow.entities import Param

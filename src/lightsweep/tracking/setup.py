@@ -17,6 +17,7 @@ class RunHandle:
     tracking_uri: str
     run_id: str
     resume: object = None  # lightsweep.resume.ResumePoint when continuing an interrupted run
+    kept: object = None  # a resumed sweep's FINISHED run of this job (an mlflow Run), kept as it is
 
 
 def hydra_choices(cfg: DictConfig) -> dict[str, str]:
@@ -135,6 +136,19 @@ def open_run(cfg: DictConfig, job, sweep) -> RunHandle | None:
         uri = tracking_cfg.tracking_uri
         client = open_store(uri)
         experiment_id = ensure_experiment(client, uri, tracking_cfg.experiment_name)
+    if sweep is not None and sweep.resuming:
+        from lightsweep.resume import job_resume_point
+        from lightsweep.tracking.params import mask_override
+        from lightsweep.tracking.run import reopen_run
+
+        varying = [mask_override(o) for o in job.varying_overrides]
+        found = job_resume_point(client, sweep, job.num, varying, run_params(cfg), str(cfg.paths.output_dir))
+        if found is not None:
+            previous, point = found
+            if point is None:
+                return RunHandle(client, uri, previous.info.run_id, kept=previous)
+            return RunHandle(client, uri, reopen_run(client, previous.info.run_id), point)
+        return RunHandle(client, uri, create_run(client, experiment_id, name, tags))
     if (resume := resume_request(cfg)) is not None:
         from lightsweep.resume import find_resume_point
 

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 # What members of one group may differ in: each member's own optimizer, schedule, seed and gradient clipping.
 MEMBER_KEYS = ("optimizer", "scheduler", "seed", "run_name", "tags", "paths")
 MEMBER_TRAINER_KEYS = ("gradient_clip_val", "gradient_clip_algorithm")  # (the group's trainer clips none)
+# A member run's tag: its group's own last checkpoint (what a resumed sweep continues the group from).
+GROUP_CHECKPOINT_TAG = "lightsweep.group_checkpoint"
 # The metrics a member has (its callbacks may watch them).
 MEMBER_METRICS = ("train/loss", "train/loss_epoch", "train/acc", "val/loss", "val/acc")
 
@@ -92,28 +94,35 @@ def _callbacks_alone(cfg: DictConfig) -> str | None:
     return None
 
 
-def prepare(cfg: DictConfig) -> Member:
+def prepare(cfg: DictConfig) -> Member | dict:
     """In the job's Hydra context: validate, open the MLflow child run and log its config (as train()),
-    then build the member's module, callbacks and logger as `lightsweep.build` builds a run's."""
+    then build the member's module, callbacks and logger as `lightsweep.build` builds a run's. A resumed
+    sweep's job that had finished returns its run's metrics instead (it does not train again)."""
     from lightsweep.build import build_callbacks, build_logger, build_model
     from lightsweep.sweeps.context import current_job
     from lightsweep.tracking.run import end_run_for
     from lightsweep.tracking.setup import log_config, open_run
-    from lightsweep.train import check_config
+    from lightsweep.train import check_config, kept, with_checkpoint_dir
 
     job = current_job()
     sweep = job.sweep if job is not None and job.sweep is not None and job.sweep.tracked else None
     with interrupts.held() as creating:
         run = open_run(cfg, job, sweep)
+        if run is not None and run.kept is not None:
+            creating.release()
+            return kept(run)
         try:
             creating.release()
             check_config(cfg, True)
-            if run is not None:
+            if run is not None and run.resume is None:
                 log_config(run.client, run.run_id, cfg)
             # Resolved now: `${hydra:...}` values (output dir, choices) exist only inside this job's context.
             resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+            if run is not None and run.resume is not None and run.resume.checkpoint_dir is not None:
+                # its checkpoints go on in their folder: its callbacks' restored state names files there
+                resolved = with_checkpoint_dir(resolved, str(run.resume.checkpoint_dir))
             datamodule, module = build_model(resolved)  # seeded as its job: the same initial weights
-            callbacks = build_callbacks(cfg, tested=bool(cfg.get("test", True)))
+            callbacks = build_callbacks(resolved, tested=bool(resolved.get("test", True)))
             logger = build_logger(resolved, run)
         except BaseException as err:
             if run is not None:
@@ -155,16 +164,20 @@ def _fit_and_test(members: list[Member], group: str) -> list[dict]:
     cfg = members[0].cfg
     flush_denormal(cfg.get("flush_denormal", False))  # before the group computes (see build.flush_denormal)
     seeds = sorted({int(m.cfg.seed) for m in members})
+    folder = Path(str(cfg.paths.output_dir)).parent / f"group-{group}"
+    resume_from = _group_checkpoint(members)
     datamodule = members[0].datamodule
     for member in members:
         member.datamodule = datamodule  # one data set for all (each job built its own, unloaded)
         if member.run is not None:
-            member.run.client.set_tag(member.run.run_id, "lightsweep.vectorized", group)
+            tags = {"lightsweep.vectorized": group, GROUP_CHECKPOINT_TAG: str(folder / "last.ckpt")}
+            for key, value in tags.items():
+                member.run.client.set_tag(member.run.run_id, key, value)
     module = StackedClassifier(members, [seeds.index(int(m.cfg.seed)) for m in members])
     data = GroupData(datamodule, seeds)
-    trainer = _group_trainer(cfg, members, Path(str(cfg.paths.output_dir)).parent / f"group-{group}")
+    trainer = _group_trainer(cfg, members, folder)
     started = time.perf_counter()
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
     interrupts.check()
     if trainer.interrupted:
         raise KeyboardInterrupt
@@ -174,6 +187,27 @@ def _fit_and_test(members: list[Member], group: str) -> list[dict]:
     for position, i in enumerate(order):
         in_job_order[i] = results[position]
     return in_job_order
+
+
+def _group_checkpoint(members: list[Member]) -> str | None:
+    """The group's own last checkpoint when every member continues an interrupted run of this group
+    (a resumed sweep), else None: the group starts from the beginning."""
+    from lightsweep.resume import load_checkpoint
+    from lightsweep.vectorized.module import GROUP_STATE
+
+    if not members or not all(m.run is not None and m.run.resume is not None for m in members):
+        return None
+    paths = {m.run.client.get_run(m.run.run_id).data.tags.get(GROUP_CHECKPOINT_TAG) for m in members}
+    path = Path(paths.pop()) if len(paths) == 1 and None not in paths else None
+    if path is None or not path.is_file():
+        log.info("vectorized group: its members' runs continue from the beginning (no checkpoint of this group)")
+        return None
+    saved = [state["label"] for state in load_checkpoint(path).get(GROUP_STATE, [])]
+    if saved != [m.label for m in members]:
+        log.info("vectorized group: %s was saved for other members; its members start again", path)
+        return None
+    log.info("vectorized group: continues from %s", path)
+    return str(path)
 
 
 def _group_trainer(cfg: DictConfig, members: list[Member], folder: Path):
