@@ -63,7 +63,7 @@ def assert_close(alone, member, label) -> None:
     for key, value in a.items():
         if isinstance(value, torch.Tensor):
             assert value.shape == m[key].shape, (label, key)
-            assert not value.numel() or (value.double() - m[key].double()).abs().max().item() <= 1e-9, (label, key)
+            assert torch.allclose(value.double(), m[key].double(), rtol=0, atol=1e-9, equal_nan=True), (label, key)
         elif isinstance(value, float):
             assert value == pytest.approx(m[key], rel=1e-9, abs=1e-12), (label, key)
         else:
@@ -208,6 +208,43 @@ def test_early_stopping_stops_each_member_as_its_job(tmp_path):
     for alone, member in zip(*last):
         assert (member["epoch"], member["global_step"]) == (alone["epoch"], alone["global_step"])
     assert last[1][0]["global_step"] < last[1][1]["global_step"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "stopping",
+    [
+        ["+callbacks.early_stopping.stopping_threshold=0.75"],
+        [
+            "callbacks.early_stopping.monitor=val/loss",
+            "callbacks.early_stopping.mode=min",
+            "+callbacks.early_stopping.min_delta=0.05",
+            "callbacks.early_stopping.patience=2",
+            "+callbacks.early_stopping.divergence_threshold=2.4",
+        ],
+    ],
+    ids=["stopping-threshold", "divergence-threshold-min-delta"],
+)
+def test_every_early_stopping_option_stops_each_member_as_its_job(tmp_path, stopping):
+    """EarlyStopping's own code decides for each member, with its metrics: a threshold reached, a loss
+    above the divergence threshold or not better by min_delta stops it at its separate job's epoch."""
+    jobs = [
+        [f"optimizer={name}", f"optimizer.lr={lr}", "trainer.max_epochs=5", "trainer.precision=64-true", *stopping]
+        for name, lr in [("adam", 0.01), ("sgd", 0.01), ("sgd", 3.0), ("adagrad", 0.05)]
+    ]
+    pairs, _ = separate_and_grouped(tmp_path, jobs)
+    for overrides, (alone, member) in zip(jobs, pairs):
+        assert_same_checkpoint(alone, member, overrides)
+    stops = set()
+    for i in range(len(jobs)):
+        alone, member = (
+            torch.load(tmp_path / f"{kind}{i}" / "out" / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+            for kind in ("alone", "member")
+        )
+        states = [{k: v for k, v in c.items() if k.startswith("EarlyStopping")} for c in (alone, member)]
+        assert_close(states[0], states[1], jobs[i])  # wait count, best score, stopped epoch, reason
+        stops.add(max(state["stopped_epoch"] for state in states[1].values()))
+    assert len(stops) > 1  # the members stopped at different epochs, each at its own job's
 
 
 def test_group_keys_say_who_trains_together(make_cfg):
