@@ -15,6 +15,7 @@ def build(cfg: DictConfig, run=None, tested: bool = True):
     from pytorch_lightning.callbacks import ProgressBar
 
     from lightsweep.callbacks import EpochHistory, ProcessGroupExit, RandomState, RunArtifacts, SignalCheck
+    from lightsweep.callbacks.pruning import trial_pruning
     from lightsweep.sweeps.context import current_job
     from lightsweep.tracking.models import logs_own_model
     from lightsweep.tracking.setup import hydra_choices
@@ -38,6 +39,8 @@ def build(cfg: DictConfig, run=None, tested: bool = True):
     )
     # ProcessGroupExit: a DDP worker's gloo threads end before Python's finalization (else a rare SIGABRT).
     callbacks += [EpochHistory(), RandomState(), SignalCheck(), ProcessGroupExit(), artifacts]
+    if (pruning := trial_pruning()) is not None:  # a trial of an Optuna study with a pruner
+        callbacks.append(pruning)
     logger = False
     if run is not None:
         logger = instantiate(cfg, "logger.mlflow", run_id=run.run_id, tracking_uri=run.tracking_uri)
