@@ -297,7 +297,8 @@ def instantiate_component(node: DictConfig, key: str, base: type, **extra: Any) 
 
 @dataclass
 class StudyPlan:
-    """The sweeper's settings for one sweep, checked; `open()` opens (or creates) its study."""
+    """The sweeper's settings for one sweep, checked (`from_config`): the search, where its study lives, and
+    how to build its sampler and pruner."""
 
     search: Any  # lightsweep.sweeps.study.Search
     study_name: str
