@@ -493,3 +493,34 @@ def test_a_job_its_pruner_stops_makes_its_trial_pruned_and_pruned_trials_count(h
         assert len(trial.intermediate_values) == epochs[trial.params["foo"]]
     best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     assert all(t.params["foo"] < best.value for t in trials if t.state == TrialState.PRUNED)
+
+
+def test_a_continued_quasirandom_study_draws_the_points_of_an_uninterrupted_one(hydra_sweep_runner, tmp_path):
+    """The quasirandom sequence (default seed) goes on where the first run stopped: 2 trials then 3 more
+    are the 5 trials of one run (AlgoPerf's protocol: a fixed set of quasirandom points)."""
+    space = [
+        "hydra/sweeper/sampler=qmc",
+        "hydra.sweeper.n_jobs=1",
+        "foo=interval(-5.0, 5.0)",
+        "bar=interval(-5.0, 5.0)",
+    ]
+
+    def points(folder: Path, *n_trials: int) -> list:
+        url = f"sqlite:///{folder / 'optuna.db'}"
+        for i, n in enumerate(n_trials):
+            sweep(
+                hydra_sweep_runner,
+                folder,
+                *space,
+                f"hydra.sweeper.storage={url}",
+                f"hydra.sweeper.n_trials={n}",
+                name=f"run{i}",
+            )
+        (summary,) = optuna.get_all_study_summaries(url)
+        return [
+            (t.params["foo"], t.params["bar"])
+            for t in optuna.load_study(study_name=summary.study_name, storage=url).trials
+        ]
+
+    continued, uninterrupted = points(tmp_path / "continued", 2, 5), points(tmp_path / "uninterrupted", 5)
+    assert len(continued) == 5 and continued == uninterrupted

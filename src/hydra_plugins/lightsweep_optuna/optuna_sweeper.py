@@ -81,10 +81,11 @@ class CmaEsSamplerConf:
 class QMCSamplerConf:
     """Quasirandom trials (a Sobol or Halton sequence), as in MLCommons AlgoPerf's external tuning.
     Scrambled by default, so that the seed picks the sequence (unscrambled, its first point is the
-    search space's lower corner)."""
+    search space's lower corner). Seeded by default: a study continued later, or shared, must draw
+    from the same sequence (Optuna keeps the position in it per seed)."""
 
     _target_: str = "optuna.samplers.QMCSampler"
-    seed: Optional[int] = None
+    seed: Optional[int] = 0
     qmc_type: str = "sobol"
     scramble: bool = True
     warn_asynchronous_seeding: bool = True
