@@ -29,6 +29,7 @@ def build_callbacks(cfg: DictConfig, tested: bool = True) -> list:
     from pytorch_lightning.callbacks import ProgressBar
 
     from lightsweep.callbacks import EpochHistory, ProcessGroupExit, RandomState, RunArtifacts, SignalCheck
+    from lightsweep.callbacks.pruning import trial_pruning
     from lightsweep.sweeps.context import current_job
     from lightsweep.tracking.models import logs_own_model
     from lightsweep.tracking.setup import hydra_choices
@@ -48,7 +49,10 @@ def build_callbacks(cfg: DictConfig, tested: bool = True) -> list:
         plot_dir, tested=tested, log_model=logs_own_model(cfg, in_sweep), data_name=hydra_choices(cfg).get("data")
     )
     # ProcessGroupExit: a DDP worker's gloo threads end before Python's finalization (else a rare SIGABRT).
-    return callbacks + [EpochHistory(), RandomState(), SignalCheck(), ProcessGroupExit(), artifacts]
+    callbacks += [EpochHistory(), RandomState(), SignalCheck(), ProcessGroupExit(), artifacts]
+    if (pruning := trial_pruning()) is not None:  # a trial of an Optuna study with a pruner
+        callbacks.append(pruning)
+    return callbacks
 
 
 def build_logger(cfg: DictConfig, run=None):

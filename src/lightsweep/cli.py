@@ -72,13 +72,19 @@ def guarded(cfg: DictConfig, work, sweeping: bool | None = None):
 
 def for_sweeper(cfg: DictConfig, result):
     """What a job returns to its sweeper: `optimized_metric`'s value (a failed trial scores
-    `objective_on_failure`), or all metrics."""
+    `objective_on_failure`), a list of values for a list of metrics (multi-objective), or all metrics."""
+    from omegaconf import OmegaConf
+
     objective = cfg.get("optimized_metric")
     if not objective:
         return result
-    if "failed" in result:
-        return cfg.get("objective_on_failure", float("nan"))
-    return result.get(objective)
+
+    def value(key):
+        return cfg.get("objective_on_failure", float("nan")) if "failed" in result else result.get(key)
+
+    if OmegaConf.is_list(objective) or isinstance(objective, (list, tuple)):
+        return [value(str(key)) for key in objective]
+    return value(objective)
 
 
 main = hydra.main(version_base="1.3", config_path=str(project_root() / "conf"), config_name="config")(task)

@@ -12,7 +12,7 @@ import pytest
 from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
 
 from lightsweep.sweeps.benchmark import benchmark_sections, main_table_runs
-from lightsweep.sweeps.report import load_runs, run_stats, runs_table, summarize
+from lightsweep.sweeps.report import compared_runs, load_runs, run_stats, runs_table, summarize
 from lightsweep.sweeps.runs import CURVE_COLUMNS, RUN_COLUMNS, format_mean_std, markdown_table, mean_std, ranked
 
 _ids = itertools.count()
@@ -30,6 +30,7 @@ def child(
     val_acc_seconds: dict[int, float] | None = None,
     lr: str | None = None,
     stage: str | None = None,
+    pruned: bool = False,
 ):
     """One run as `load_runs` reads it: its row of the `runs` table and its rows of the `curves` table."""
     run_id = f"run-{next(_ids)}"
@@ -44,6 +45,7 @@ def child(
         "lr": float(lr) if lr else None,
         "optimizer": label,
         "stage": stage,
+        "pruned": pruned,
     }
     stamps = val_acc_seconds or {}
     curve = [
@@ -55,7 +57,7 @@ def child(
 
 def tables(*children) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs = pd.DataFrame([run for run, _ in children], columns=list(RUN_COLUMNS)).astype(
-        {"diverged": bool, "seconds": float, "test_acc": float, "lr": float}
+        {"diverged": bool, "pruned": bool, "seconds": float, "test_acc": float, "lr": float}
     )
     curves = pd.DataFrame([p for _, curve in children for p in curve], columns=list(CURVE_COLUMNS)).astype(
         {"epoch": int, "value": float, "seconds": float}
@@ -301,6 +303,25 @@ def test_runs_table_lists_each_run_with_its_outcome():
         ["a", "FINISHED", "0.8123", "0.7500", "12.3"],
         ["b", "FAILED (diverged)", "–", "–", "–"],
     ]
+
+
+def test_pruned_and_killed_runs_are_listed_apart_and_not_compared():
+    runs, curves = tables(
+        child("a", val_acc={0: 0.9, 1: 0.95}),
+        child("b", val_acc={0: 0.1}, pruned=True),
+        child("a", val_acc={0: 0.2}, status="KILLED"),  # its trial ran again, as the first "a"
+    )
+    assert runs_table(runs, curves)["status"].tolist() == ["FINISHED", "FINISHED (pruned)", "KILLED"]
+    compared = compared_runs(runs)
+    assert compared["name"].tolist() == ["a"]
+    table = summarize(run_stats(compared, curves, 0.5), 0.5)
+    assert by_config(table)["a"]["runs"] == "1" and by_config(table)["a"]["final val acc"] == "0.9500"
+
+
+def test_load_runs_reads_the_pruned_tag():
+    client = FakeClient([stored_run("p1", "p", lightsweep_pruned="true"), stored_run("q1", "q")], {})
+    runs, _ = load_runs(client, "parent")
+    assert runs["pruned"].tolist() == [True, False]
 
 
 # --- optimizer benchmark ------------------------------------------------------------------------

@@ -7,5 +7,14 @@ from lightsweep.callbacks.artifacts import RunArtifacts
 from lightsweep.callbacks.distributed import ProcessGroupExit
 from lightsweep.callbacks.history import EpochHistory, RandomState
 from lightsweep.callbacks.interrupts import InterruptCheckpoint, SignalCheck
+from lightsweep.callbacks.pruning import OptunaPruning
 
-__all__ = ["EpochHistory", "InterruptCheckpoint", "ProcessGroupExit", "RandomState", "RunArtifacts", "SignalCheck"]
+__all__ = [
+    "EpochHistory",
+    "InterruptCheckpoint",
+    "OptunaPruning",
+    "ProcessGroupExit",
+    "RandomState",
+    "RunArtifacts",
+    "SignalCheck",
+]

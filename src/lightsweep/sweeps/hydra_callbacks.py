@@ -41,7 +41,7 @@ class MLflowSweepCallback(Callback):
         # scatter as unrelated runs, so stop the sweep here with one clear line instead.
         try:
             self._start(config)
-        except LightsweepError as err:
+        except LightsweepError as err:  # resume= or the sweeper refused (continued_parent_run)
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
         except Exception as err:
@@ -75,17 +75,15 @@ class MLflowSweepCallback(Callback):
         their FINISHED runs and continue the others in place (lightsweep.resume.job_resume_point)."""
         from lightsweep.resume import find_sweep_to_resume
         from lightsweep.tracking.params import mask_override
-        from lightsweep.tracking.run import reopen_run
         from lightsweep.tracking.store import ensure_experiment, open_store
 
         uri = tracking.tracking_uri
         client = open_store(uri)
         experiment_id = ensure_experiment(client, uri, tracking.experiment_name)
         parent = find_sweep_to_resume(client, experiment_id, resume, [mask_override(o) for o in grid])
-        with interrupts.deferred():
-            run_id = reopen_run(client, parent.info.run_id)
-            atexit.register(_fail_if_still_running, client, run_id)
-            client.set_tag(run_id, "lightsweep.sweep_dir", str(sweep_dir))
+        run_id = parent.info.run_id
+        continue_parent_run(client, run_id, sweep_dir)
+        atexit.register(_fail_if_still_running, client, run_id)
         context.sweep_id = parent.data.tags.get("lightsweep.sweep_id", context.sweep_id)
         context.tracking_uri, context.experiment_id, context.parent_run_id = uri, experiment_id, run_id
         context.resuming = True
@@ -99,8 +97,15 @@ class MLflowSweepCallback(Callback):
 
         uri = tracking.tracking_uri
         grid = [mask_override(o) for o in grid]
+        wanted = continued_parent(config)  # (the sweeper may refuse its settings here, before any store work)
         client = open_store(uri)
         experiment_id = ensure_experiment(client, uri, tracking.experiment_name)
+        if (run_id := wanted) is not None and in_experiment(client, run_id, experiment_id):
+            continue_parent_run(client, run_id, sweep_dir)
+            atexit.register(_fail_if_still_running, client, run_id)
+            context.tracking_uri, context.experiment_id, context.parent_run_id = uri, experiment_id, run_id
+            print(f"Sweep parent run {run_id} continued (experiment '{tracking.experiment_name}')")
+            return
         choices = config.hydra.runtime.choices
         preset = choices.get("experiment") or choices.get("hparams_search") or "sweep"
         with interrupts.deferred():  # a Ctrl-C here must not leave a parent that nobody ends
@@ -225,6 +230,57 @@ class MLflowSweepCallback(Callback):
         client.set_tag(parent_run_id, "lightsweep.failed_jobs", str(sum(c.info.status == "FAILED" for c in children)))
         client.set_terminated(parent_run_id, "FAILED" if all_failed or not children else "FINISHED")
         return report
+
+
+def continued_parent(config: DictConfig) -> str | None:
+    """The parent run that this sweep continues, else None (a new one is created).
+
+    The sweeper's class says (`continued_parent_run(config) -> run id | None`; a sweeper without it
+    continues nothing): the Optuna sweeper names its study's parent. The sweeper may refuse its
+    settings here (LightsweepError), before any run exists."""
+    from hydra.utils import get_class
+
+    target = config.hydra.sweeper.get("_target_")
+    try:
+        sweeper = get_class(str(target)) if target else None
+    except Exception:  # not a class Hydra can load: Hydra says so when it instantiates the sweeper
+        return None
+    ask = getattr(sweeper, "continued_parent_run", None)
+    return ask(config) if ask is not None else None
+
+
+def in_experiment(client, run_id: str, experiment_id: str) -> bool:
+    """Whether `run_id` is a live run of this experiment of this store (a run to continue may have been
+    deleted, or live in another store)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        run = None
+    if run is None or run.info.experiment_id != experiment_id or run.info.lifecycle_stage != "active":
+        print(f"The sweep's earlier parent run {run_id} is not in this experiment: a new parent run")
+        return False
+    return True
+
+
+def continue_parent_run(client, run_id: str, sweep_dir: Path) -> None:
+    """Reopen a sweep's parent run for another pass: RUNNING again (`lightsweep.resumed` counts the
+    passes), its `lightsweep.sweep_dir` this pass's. Children that an earlier pass left RUNNING (its
+    process was killed, kill -9) end KILLED; their jobs are the sweeper's to run again."""
+    from lightsweep.tracking.run import end_run, reopen_run
+
+    parent = client.get_run(run_id)
+    left = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'",
+        max_results=10000,
+    )
+    for child in left:
+        end_run(client, child.info.run_id, "KILLED", "its sweep was killed while it ran")
+    reopen_run(client, run_id)
+    with interrupts.deferred():
+        client.set_tag(run_id, "lightsweep.sweep_dir", str(sweep_dir))
 
 
 def _joblib_args(config: DictConfig) -> dict:

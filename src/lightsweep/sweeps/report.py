@@ -46,6 +46,7 @@ FIELDS = {
     "info.end_time": "end",
     "data.tags.lightsweep.config": "config",
     "data.tags.lightsweep.diverged": "diverged_tag",
+    "data.tags.lightsweep.pruned": "pruned_tag",
     "data.metrics.test/acc": "test_acc",
     "data.params.optimizer.lr": "lr",
     "data.tags.optimizer": "optimizer",
@@ -97,9 +98,10 @@ def load_runs(client, parent_run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         label=found["config"].fillna(name),
         lr=pd.to_numeric(found["lr"].mask(found["lr"] == "null")),
         diverged=(found["diverged_tag"] == "true") | found["run_id"].isin(unfinite),
+        pruned=found["pruned_tag"] == "true",
         seconds=((found["end"] - found["start"]) / 1000).where(found["end"] > 0),
     )
-    runs = runs[list(RUN_COLUMNS)].astype({"diverged": bool, "seconds": float, "lr": float})
+    runs = runs[list(RUN_COLUMNS)].astype({"diverged": bool, "pruned": bool, "seconds": float, "lr": float})
     return runs.reset_index(drop=True), curves[list(CURVE_COLUMNS)].reset_index(drop=True)
 
 
@@ -166,11 +168,19 @@ def summarize(stats: pd.DataFrame, target_acc: float) -> pd.DataFrame:
     return ranked(table, score).reset_index(drop=True)
 
 
+def compared_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs the comparison ranks: not those a search's pruner stopped early, nor those killed with
+    their sweep (a continued study runs their trials again); the Runs table lists every run."""
+    return runs[~runs["pruned"] & (runs["status"] != "KILLED")]
+
+
 def runs_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "run": runs["name"],
-            "status": runs["status"] + runs["diverged"].map({True: " (diverged)", False: ""}),
+            "status": runs["status"]
+            + runs["diverged"].map({True: " (diverged)", False: ""})
+            + runs["pruned"].map({True: " (pruned)", False: ""}),
             "test acc": runs["test_acc"].map(format_value),
             "final val acc": last_values(runs, curves, "val/acc").map(format_value),
             "seconds": runs["seconds"].map(lambda s: format_value(s, 1) if s else "–"),
@@ -235,6 +245,7 @@ class Report:
     n_runs: int
     n_failed: int
     n_diverged: int
+    n_pruned: int = 0
 
 
 def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0.85, extra_sections=None) -> Report:
@@ -242,7 +253,7 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
     folder.mkdir(parents=True, exist_ok=True)
     parent = client.get_run(parent_run_id)
     runs, curves = load_runs(client, parent_run_id)
-    main = main_table_runs(runs)
+    main = main_table_runs(compared_runs(runs))
     stats = run_stats(main, curves, target_acc)
     summary = summarize(stats, target_acc)
     order = summary["configuration"]
@@ -261,6 +272,7 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
         fig.savefig(folder / f"{name}.png", **SAVE)
 
     n_failed, n_diverged = int((runs["status"] == "FAILED").sum()), int(runs["diverged"].sum())
+    n_pruned, n_killed = int(runs["pruned"].sum()), int((runs["status"] == "KILLED").sum())
     title = f"Sweep report: {parent.info.run_name}"
     end = parent.info.end_time or time.time() * 1000
     intro = (
@@ -268,6 +280,10 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
         f"{(end - parent.info.start_time) / 1000:.0f} s. Parent run `{parent_run_id}`. "
         f"Target accuracy for 'epochs/seconds to': {target_acc:g} (validation)."
     )
+    if n_pruned or n_killed:
+        apart = [f"{n_pruned} pruned (stopped early by the search's pruner)"] if n_pruned else []
+        apart += [f"{n_killed} killed (their sweep stopped while they ran)"] if n_killed else []
+        intro += f" {'; '.join(apart)}: listed under Runs, not compared."
     vectorized = client.search_runs(
         [parent.info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`lightsweep.vectorized` LIKE '%'",
@@ -299,7 +315,7 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
     )
     table = markdown_table(summary) if len(summary) else "(no runs)"
     documents = [folder / "report.md", folder / "report.html", folder / "summary.csv"]
-    return Report(folder, documents, figures, table, len(runs), n_failed, n_diverged)
+    return Report(folder, documents, figures, table, len(runs), n_failed, n_diverged, n_pruned)
 
 
 def find_sweep(client, sweep: str, experiment_name: str | None = None) -> str:
@@ -337,7 +353,8 @@ def publish_report(client, parent_run_id: str, folder: Path, target_acc: float) 
         client.log_figure(parent_run_id, fig, f"report/{name}.png", save_kwargs=SAVE)
     print(f"\n{report.table}\n")
     print(
-        f"{report.n_runs} jobs, {report.n_failed} failed ({report.n_diverged} diverged). "
+        f"{report.n_runs} jobs, {report.n_failed} failed ({report.n_diverged} diverged)"
+        f"{f', {report.n_pruned} pruned' if report.n_pruned else ''}. "
         f"Report: {report.folder / 'report.html'}"
     )
     return report

@@ -13,7 +13,19 @@ from typing import NamedTuple
 
 import pandas as pd
 
-RUN_COLUMNS = ("run_id", "name", "label", "status", "diverged", "seconds", "test_acc", "lr", "optimizer", "stage")
+RUN_COLUMNS = (
+    "run_id",
+    "name",
+    "label",
+    "status",
+    "diverged",
+    "seconds",
+    "test_acc",
+    "lr",
+    "optimizer",
+    "stage",
+    "pruned",
+)
 CURVE_COLUMNS = ("run_id", "key", "epoch", "value", "seconds")
 
 

@@ -369,8 +369,13 @@ def sweep_children(client, parent_run_id: str) -> list:
 
 def best_child(client, parent_run_id: str) -> Candidate:
     """The sweep's FINISHED child with the best validation accuracy at its best checkpoint (never by
-    test accuracy); for the optimizer benchmark among its final seeded runs (tag stage=final)."""
-    children = [c for c in sweep_children(client, parent_run_id) if c.info.status == "FINISHED"]
+    test accuracy); for the optimizer benchmark among its final seeded runs (tag stage=final). A trial
+    that a search's pruner stopped early is not a candidate (Optuna's best trial is a complete one)."""
+    children = [
+        c
+        for c in sweep_children(client, parent_run_id)
+        if c.info.status == "FINISHED" and c.data.tags.get("lightsweep.pruned") != "true"
+    ]
     if any(c.data.tags.get("stage") == "final" for c in children):
         children = [c for c in children if c.data.tags.get("stage") == "final"]
     candidates = []
