@@ -497,3 +497,47 @@ def test_a_member_run_holds_what_its_basic_twin_holds(tmp_path):
     assert run.info.status == "FINISHED"
     epochs = [m.value for m in continued.get_metric_history(run.info.run_id, "epoch")]
     assert min(epochs) >= 1  # it went on from the member's epoch, not from scratch
+
+
+@pytest.mark.slow
+def test_a_pruned_member_stops_and_the_rest_of_its_group_trains_on(tmp_path):
+    """An Optuna study's batch of trials trains as one group: a hopeless member (lr < 1e-4) is pruned after
+    its first epoch (FINISHED, tagged, its trial PRUNED), the others in its group train every epoch."""
+    import optuna
+    from optuna.trial import TrialState
+
+    result = run_sweep(
+        tmp_path,
+        "hydra/launcher=vectorized",
+        "data=digits",
+        "hparams_search=lr_optuna",
+        "trainer.max_epochs=3",
+        "trainer.limit_val_batches=2",
+        "optimizer=sgd",
+        "optimizer.lr=tag(log, interval(1e-7, 1.0))",
+        "optimizer.weight_decay=0",
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.n_jobs=3",
+        "hydra/sweeper/sampler=qmc",
+        "hydra.sweeper.sampler.seed=0",
+        "hydra/sweeper/pruner=median",
+        "hydra.sweeper.pruner.n_startup_trials=3",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (result.stdout + result.stderr).count("trained as one model") == 2
+    client, _, children, _ = sweep_runs(tmp_path)
+    (summary,) = optuna.get_all_study_summaries(f"sqlite:///{tmp_path}/store/optuna.db")
+    trials = optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{tmp_path}/store/optuna.db").trials
+    runs = {c.info.run_id: c for c in children}
+    second = trials[3:]  # one group, after 3 complete trials
+    pruned = [t for t in second if t.state == TrialState.PRUNED]
+    assert {t.number for t in second if t.params["optimizer.lr"] < 1e-4} <= {t.number for t in pruned}
+    assert 0 < len(pruned) < len(second)
+    for trial in second:
+        run = runs[trial.user_attrs["mlflow_run_id"]]
+        assert run.info.status == "FINISHED" and run.data.tags["lightsweep.vectorized"] == "3-5"
+        epochs = len(client.get_metric_history(run.info.run_id, "val/acc"))
+        if trial.state == TrialState.PRUNED:
+            assert run.data.tags["lightsweep.pruned"] == "true" and epochs == 1
+        else:
+            assert "lightsweep.pruned" not in run.data.tags and epochs == 3
