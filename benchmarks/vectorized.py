@@ -11,8 +11,8 @@ over the repeats), and:
   weight-gradient matmuls of one epoch, timed alone), and the loss's own kernels on the members'
   logits (log-softmax, its backward, argmax) and Lightning's own loop (an empty `training_step`),
   which no step can skip;
-- where a member's training step goes (forward+backward, the per-member optimizer update, the rest:
-  Lightning and Python), measured on the same shapes.
+- where a member's training step goes (forward+backward, the members' own optimizers' steps, the rest:
+  Lightning and Python), measured on the same shapes, and the optimizer's share of a group step.
 """
 
 from __future__ import annotations
@@ -181,37 +181,62 @@ def epoch_seconds(folder: Path) -> tuple[float, float, float]:
     return statistics.median(gaps), min(gaps), max(gaps)
 
 
-def step_breakdown(args) -> dict[str, tuple[float, float, float]]:
-    """Per member and step: vmapped forward+backward, the optimizer update (median, min, max seconds)."""
+def group_members(args, optimizers: list[str] | None = None):
+    """The benchmarked sweep's members, built as the vectorized launcher builds them (each job's config
+    composed from conf/, its module, callbacks and optimizer), in a group's order (by seed)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    import lightsweep.resolvers  # noqa: F401  (conf/ uses them)
+    from lightsweep.vectorized.group import prepare
+
+    members = []
+    for seed in args.seeds.split(","):
+        for name in optimizers or args.optimizers.split(","):
+            GlobalHydra.instance().clear()
+            with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+                overrides = [f"model={args.model}", f"optimizer={name}", f"seed={seed}", "logger=none"]
+                overrides += [f"paths.output_dir={tempfile.mkdtemp(prefix='lightsweep-member-')}", *QUIET]
+                cfg = compose("config", overrides=overrides, return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)
+            members.append(prepare(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])))
+    return members
+
+
+def step_breakdown(args, optimizers: list[str] | None = None) -> dict[str, tuple[float, float, float]]:
+    """Per member and step, on the benchmarked shapes: the batched forward+backward, and the members' own
+    optimizers' steps (each member's stock optimizer over its views of the stacked weights), median [min,
+    max] seconds."""
     import torch
 
-    from lightsweep.models import MLPClassifier, SoftmaxRegression
-    from lightsweep.vectorized.module import StackedClassifier, Stopping
-    from lightsweep.vectorized.optim import MemberOptimizer, member_spec
+    from lightsweep.vectorized.module import StackedClassifier
 
-    members, seeds, _, _ = shapes(args)
-    template = MLPClassifier(784, 10) if args.model == "mlp" else SoftmaxRegression(784, 10)
-    states = [{k: v.detach().clone() for k, v in template.named_parameters()} for _ in range(members)]
-    names = args.optimizers.split(",")
-    kinds = {"momentum": ("sgd", {"momentum": 0.9}), "nesterov": ("sgd", {"momentum": 0.9, "nesterov": True})}
-    specs = [member_spec(*kinds.get(n, (n, {}))) for n in names]
-    specs = [specs[i % len(specs)] for i in range(members)]  # as a group orders them: by seed, then rule
-    seed_index = [i * seeds // members for i in range(members)]
-    module = StackedClassifier(template, states, specs, [None] * members, seed_index, Stopping(), 50)
-    optimizer = MemberOptimizer(module.weights, specs)
+    members = group_members(args, optimizers)
+    seeds = len(args.seeds.split(","))
+    module = StackedClassifier(members, [i * seeds // len(members) for i in range(len(members))])
+    module.bind()
+    for member in members:
+        member.configure()
     x = torch.randn(seeds, 128, 784)
     y = torch.randint(0, 10, (seeds, 128))
+    weights = list(module.weights)
 
     def forward_backward():
-        losses, _, _ = module.run_members(x, y, list(module.weights), shared=False)
+        for w in weights:
+            w.grad = None
+        losses, _, _ = module.run_members(x, y, weights, shared=False)
         losses.sum().backward()
 
+    def optimizer_steps():
+        for index, member in enumerate(members):
+            member.bind_grads(weights, index)
+            member.optimizer.step()
+
     forward_backward()
-    per = {
-        "forward+backward": timed(forward_backward),
-        "optimizer update": timed(optimizer.step),
-    }
-    return {k: tuple(t / members for t in v) for k, v in per.items()}
+    per = {"forward+backward": timed(forward_backward), "optimizer steps": timed(optimizer_steps)}
+    return {k: tuple(t / len(members) for t in v) for k, v in per.items()}
 
 
 def floor(args) -> float:
@@ -247,6 +272,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each launcher (medians are quoted)")
     parser.add_argument("--floor", action="store_true", help="only the bound and the floor (no sweeps)")
+    parser.add_argument("--breakdown", action="store_true", help="only where a member's step goes (no sweeps)")
     parser.add_argument("extra", nargs="*", help="more overrides for both sweeps")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
@@ -255,6 +281,13 @@ def main() -> None:
     if args.floor:
         print(f"{args.model}: {members} members, {steps} batches of 128 per epoch; {args.repeat} measurements each")
         floor(args)
+        return
+    if args.breakdown:
+        parts = step_breakdown(args)
+        for name, (median, low, high) in parts.items():
+            print(f"  {name:18s} {median * 1e3:6.3f} ms [{low * 1e3:.3f}, {high * 1e3:.3f}] per member and step")
+        share = parts["optimizer steps"][0] / sum(p[0] for p in parts.values())
+        print(f"  the optimizer's share of a group step (forward+backward+optimizer): {share:.2f}")
         return
     print(
         f"{args.model}: {members} jobs ({args.optimizers} x seeds {args.seeds}), {args.epochs} epochs, full Fashion-MNIST"
@@ -294,6 +327,8 @@ def main() -> None:
     print(
         f"    {'the rest (Lightning, data)':26s} {rest * 1e3:6.3f} ms  (of {total * 1e3:.3f} ms per step, from the sweep)"
     )
+    share = parts["optimizer steps"][0] / sum(p[0] for p in parts.values())
+    print(f"  the optimizer's share of a group step (forward+backward+optimizer): {share:.2f}")
 
 
 if __name__ == "__main__":
