@@ -8,7 +8,9 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.loggers import MLFlowLogger
 
 from lightsweep.callbacks.history import EpochHistory
@@ -29,18 +31,26 @@ class RunArtifacts(pl.Callback):
     model's plots are drawn when fit ends, and the model (not for a diverged run) is logged from the
     best checkpoint file. Files also stay in `plot_dir`.
 
+    Figures go to `drawer` (lightsweep.plots.drawer: here, or worker processes that draw a vectorized
+    group's members' figures at once); they are uploaded when the stage ends (`teardown`), before the
+    run can end.
+
     Its checkpoint state is the model's input spec (raw sample format, normalisation, an input
     example): what it takes to log the model later from the best checkpoint alone (a sweep's best
     child, at the sweep's end).
     """
 
     def __init__(self, plot_dir: str, tested: bool = True, log_model: bool = True, data_name: str | None = None):
+        from lightsweep.plots.drawer import Drawer
+
         self.plot_dir = Path(plot_dir)
         self.tested = tested
         self.log_model = log_model
         self.data_name = data_name
         self.spec = None
         self.datasets: dict = {}
+        self.drawer = Drawer()
+        self.drawing: list = []  # futures of figures not uploaded yet
 
     def state_dict(self) -> dict:
         return self.spec.state() if self.spec is not None else {}
@@ -68,14 +78,12 @@ class RunArtifacts(pl.Callback):
         for logger in trainer.loggers:
             logger.save()  # the last epoch's training metrics are still queued
         history = _history(trainer)
-        paths = [plots.learning_curves(history.history, self.plot_dir / "learning_curves.png")]
+        self.draw(plots.learning_curves, history.history, self.plot_dir / "learning_curves.png")
         diverged = history.diverged_at is not None
         if diverged or not self.tested:
-            paths += self._model_plots(trainer, pl_module)
+            self._model_plots(trainer, pl_module)
         checkpoint = trainer.checkpoint_callback
         for logger in _mlflow_loggers(trainer):
-            for path in paths:
-                logger.experiment.log_artifact(logger.run_id, str(path), "plots")
             if checkpoint is not None and checkpoint.best_model_path:
                 logger.experiment.log_artifact(logger.run_id, checkpoint.best_model_path, "checkpoints")
             if diverged:
@@ -88,17 +96,33 @@ class RunArtifacts(pl.Callback):
             return
         from lightsweep import plots
 
-        paths = self._model_plots(trainer, pl_module)
+        self._model_plots(trainer, pl_module)
         confusion = _history(trainer).test_confusion
         if confusion is not None:
             names = trainer.datamodule.class_names
-            paths.append(plots.confusion_matrix(confusion, names, self.plot_dir / "confusion_matrix.png"))
-        if trainer.datamodule.image_shape and (grid := self._mistakes(trainer, pl_module)) is not None:
-            paths.append(grid)
-        for logger in _mlflow_loggers(trainer):
-            for path in paths:
-                logger.experiment.log_artifact(logger.run_id, str(path), "plots")
+            self.draw(plots.confusion_matrix, confusion.numpy(), names, self.plot_dir / "confusion_matrix.png")
+        if trainer.datamodule.image_shape:
+            self._mistakes(trainer, pl_module)
         self._log_model(trainer, pl_module)
+
+    def teardown(self, trainer, pl_module, stage):
+        """The stage's figures, once drawn, go to the run (before it can end)."""
+        drawing, self.drawing = self.drawing, []
+        if not trainer.is_global_zero:
+            return
+        for path in (future.result() for future in drawing):
+            for logger in _mlflow_loggers(trainer):
+                if path is not None:
+                    logger.experiment.log_artifact(logger.run_id, str(path), "plots")
+
+    def on_exception(self, trainer, pl_module, exception):
+        for future in self.drawing:  # the run ends FAILED or KILLED now: its figures are not awaited
+            future.cancel()
+        self.drawing = []
+
+    def draw(self, function, *args) -> None:
+        """Draw a figure (lightsweep.plots) with the drawer; it is uploaded at the stage's end."""
+        self.drawing.append(self.drawer.submit(function, *args))
 
     def _log_model(self, trainer, pl_module, best_checkpoint: str | None = None) -> None:
         """The run's MLflow model: the module's weights (the tested best), or the best checkpoint's."""
@@ -129,10 +153,8 @@ class RunArtifacts(pl.Callback):
                 time.process_time() - cpu,
             )
 
-    def _mistakes(self, trainer, pl_module) -> Path | None:
+    def _mistakes(self, trainer, pl_module) -> None:
         """The grid of the most confident mistakes on the tested part of the test split."""
-        import torch
-
         from lightsweep import plots
         from lightsweep.tracking.datasets import to_raw
 
@@ -148,36 +170,48 @@ class RunArtifacts(pl.Callback):
                     for i in range(0, n, 4096)
                 ]
             )
-        probabilities = logits.sigmoid() if logits.ndim == 1 else logits.softmax(dim=1)
-        images = to_raw(datamodule, x).reshape(n, *datamodule.image_shape)
-        return plots.misclassified(
-            images, y.cpu().numpy(), probabilities.numpy(), datamodule.class_names, self.plot_dir / "misclassified.png"
+        probabilities = (logits.sigmoid() if logits.ndim == 1 else logits.softmax(dim=1)).numpy()
+        labels = y.cpu().numpy()
+        shown, _, _ = plots.most_confident_mistakes(labels, probabilities)
+        if len(shown) == 0:
+            return
+        # Only the images it shows are recovered (with every label and probability, for its counts).
+        raw = to_raw(datamodule, x[torch.as_tensor(shown, device=x.device)]).reshape(
+            len(shown), *datamodule.image_shape
+        )
+        images = np.zeros((n, *datamodule.image_shape), dtype=raw.dtype)
+        images[shown] = raw
+        self.draw(
+            plots.misclassified,
+            images,
+            labels,
+            probabilities,
+            datamodule.class_names,
+            self.plot_dir / "misclassified.png",
         )
 
-    def _model_plots(self, trainer, pl_module) -> list[Path]:
-        return model_plots(trainer.datamodule, pl_module, self.plot_dir)
+    def _model_plots(self, trainer, pl_module) -> None:
+        """The model's own plots: a linear model's weight templates (images), the decision boundary (2-D data)."""
+        from lightsweep import plots
 
+        datamodule = trainer.datamodule
+        names = datamodule.class_names
+        linear = getattr(pl_module.net, "linear", None)
+        if linear is not None and datamodule.image_shape and linear.out_features > 1:
+            weight = linear.weight.detach().float().cpu().numpy()
+            self.draw(plots.weight_templates, weight, datamodule.image_shape, names, self.plot_dir / "weights.png")
+        if datamodule.input_dim == 2:
+            x, y = (t.cpu() for t in datamodule.tensors["test"])
+            device = pl_module.device
 
-def model_plots(datamodule, pl_module, plot_dir: Path) -> list[Path]:
-    """The model's own plots: a linear model's weight templates (images), the decision boundary (2-D data)."""
-    import torch
+            def predict_proba(points):
+                logits = pl_module(points.to(device, pl_module.dtype)).float().cpu()
+                return logits.sigmoid() if logits.ndim == 1 else logits.softmax(dim=1)[:, 1]
 
-    from lightsweep import plots
-
-    names, paths = datamodule.class_names, []
-    linear = getattr(pl_module.net, "linear", None)
-    if linear is not None and datamodule.image_shape and linear.out_features > 1:
-        paths.append(plots.weight_templates(linear.weight, datamodule.image_shape, names, plot_dir / "weights.png"))
-    if datamodule.input_dim == 2:
-        x, y = (t.cpu() for t in datamodule.tensors["test"])
-        device = pl_module.device
-
-        def predict_proba(points: torch.Tensor) -> torch.Tensor:
-            logits = pl_module(points.to(device, pl_module.dtype)).float().cpu()
-            return logits.sigmoid() if logits.ndim == 1 else logits.softmax(dim=1)[:, 1]
-
-        paths.append(plots.decision_boundary(predict_proba, x, y, names, plot_dir / "decision_boundary.png"))
-    return paths
+            grid = plots.decision_grid(predict_proba, x)
+            self.draw(
+                plots.decision_boundary, grid, x.numpy(), y.numpy(), names, self.plot_dir / "decision_boundary.png"
+            )
 
 
 def _history(trainer) -> EpochHistory:

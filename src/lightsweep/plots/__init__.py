@@ -1,15 +1,15 @@
-"""Figures for one run. matplotlib is imported only when a figure is drawn (start-up time), and torch
-only by the figures that take tensors: the sweep report draws in a process that never trains.
+"""Figures for one run. Each takes plain arrays (numpy, lists; a CPU tensor converts) and writes one
+PNG: they draw in any process (lightsweep.plots.drawer: worker processes for a vectorized group's
+members). matplotlib is imported only when a figure is drawn (start-up time); torch only by
+`decision_grid`, which runs the model (in the process that has it).
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import torch
+import numpy as np
 
 
 def pyplot():
@@ -29,11 +29,11 @@ def save_figure(fig, path: Path, dpi: int = 110) -> Path:
     return path
 
 
-def confusion_matrix(matrix: torch.Tensor, class_names: list[str], path: Path) -> Path:
+def confusion_matrix(matrix, class_names: list[str], path: Path) -> Path:
     """Counts with row-normalised colours: each row is one true class."""
     plt = pyplot()
-    counts = matrix.cpu().long()
-    rates = counts.float() / counts.sum(dim=1, keepdim=True).clamp(min=1)
+    counts = np.asarray(matrix).astype(np.int64)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     k = len(class_names)
     fig, ax = plt.subplots(figsize=(1.0 + 0.75 * k, 0.8 + 0.7 * k))
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
@@ -52,7 +52,7 @@ def confusion_matrix(matrix: torch.Tensor, class_names: list[str], path: Path) -
     ax.set_yticks(range(k), class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    accuracy = counts.diag().sum().item() / max(counts.sum().item(), 1)
+    accuracy = np.trace(counts) / max(int(counts.sum()), 1)
     ax.set_title(f"Test confusion matrix (accuracy {accuracy:.4f})")
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
     return save_figure(fig, path)
@@ -82,10 +82,10 @@ def learning_curves(history: dict[str, list[tuple[int, float]]], path: Path) -> 
     return save_figure(fig, path)
 
 
-def weight_templates(weight: torch.Tensor, image_shape, class_names: list[str], path: Path) -> Path:
+def weight_templates(weight, image_shape, class_names: list[str], path: Path) -> Path:
     """Each class's weight vector of a linear model drawn as an image (red +, blue -)."""
     plt = pyplot()
-    weight = weight.detach().cpu().float()
+    weight = np.asarray(weight, dtype=np.float32)
     k = len(weight)
     cols = min(k, 5)
     rows = math.ceil(k / cols)
@@ -94,24 +94,32 @@ def weight_templates(weight: torch.Tensor, image_shape, class_names: list[str], 
         ax.axis("off")
     for i, ax in enumerate(axes.flat[:k]):
         image = weight[i].reshape(*image_shape)
-        bound = image.abs().max().item() or 1.0
+        bound = float(np.abs(image).max()) or 1.0
         ax.imshow(image, cmap="seismic", vmin=-bound, vmax=bound)
         ax.set_title(class_names[i] if i < len(class_names) else str(i), fontsize=9)
     fig.suptitle("Weight templates (red: evidence for the class, blue: against)")
     return save_figure(fig, path)
 
 
-def decision_boundary(predict_proba, x: torch.Tensor, y: torch.Tensor, class_names, path: Path) -> Path:
-    """Predicted probability of class 1 over the plane, with the test points on top."""
+def decision_grid(predict_proba, x, size: int = 200):
+    """(g0, g1, probability of class 1) over the plane around the points `x` (N, 2): `predict_proba`
+    (a model's, torch) evaluated on a size x size grid, as numpy arrays for `decision_boundary`."""
     import torch
 
-    plt = pyplot()
-    x, y = x.cpu(), y.cpu()
+    x = torch.as_tensor(x).cpu()
     lo, hi = x.min(dim=0).values - 0.5, x.max(dim=0).values + 0.5
-    g0, g1 = torch.meshgrid(torch.linspace(lo[0], hi[0], 200), torch.linspace(lo[1], hi[1], 200), indexing="xy")
+    g0, g1 = torch.meshgrid(torch.linspace(lo[0], hi[0], size), torch.linspace(lo[1], hi[1], size), indexing="xy")
     grid = torch.stack([g0.flatten(), g1.flatten()], dim=1)
     with torch.no_grad():
         proba = predict_proba(grid).reshape(g0.shape)
+    return g0.numpy(), g1.numpy(), proba.cpu().numpy()
+
+
+def decision_boundary(grid, x, y, class_names, path: Path) -> Path:
+    """Predicted probability of class 1 over the plane (`decision_grid`), with the test points on top."""
+    plt = pyplot()
+    g0, g1, proba = grid
+    x, y = np.asarray(x), np.asarray(y)
     fig, ax = plt.subplots(figsize=(5.5, 5))
     contour = ax.contourf(g0, g1, proba, levels=20, cmap="RdBu_r", alpha=0.8, vmin=0, vmax=1)
     ax.contour(g0, g1, proba, levels=[0.5], colors="k", linewidths=1.5)
@@ -135,8 +143,6 @@ def decision_boundary(predict_proba, x: torch.Tensor, y: torch.Tensor, class_nam
 def most_confident_mistakes(labels, probabilities, limit: int = 25):
     """Indices of the wrong predictions, the most confident first, and (predicted, confidence) of all.
     `probabilities` (N, K), or (N,) for a binary model (the positive class's)."""
-    import numpy as np
-
     labels, probabilities = np.asarray(labels), np.asarray(probabilities)
     if probabilities.ndim == 1:
         probabilities = np.stack([1 - probabilities, probabilities], axis=1)
@@ -150,9 +156,7 @@ def misclassified(images, labels, probabilities, class_names: list[str], path: P
     """The most confident mistakes first: each image (N, H, W, as stored) with its true and predicted
     label and the predicted class's probability. None when there is no mistake to show.
 
-    One mosaic in one axes (25 small axes cost ~0.5 s to draw; this ~0.1 s)."""
-    import numpy as np
-
+    One mosaic in one axes (25 small axes take several times longer to draw)."""
     labels = np.asarray(labels)
     shown, predicted, confidence = most_confident_mistakes(labels, probabilities, limit)
     if len(shown) == 0:

@@ -21,6 +21,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from weakref import WeakKeyDictionary
 
 import numpy as np
 
@@ -29,6 +30,7 @@ CONTEXT = {"train": "training", "val": "validation", "test": "test"}
 SPLIT_NAME = {"train": "train", "val": "validation", "test": "test"}
 DIGEST_SAMPLES = 500  # samples hashed per split (all labels are)
 ATTEMPTS = 4  # log_inputs tries (parallel jobs race to create the same data set)
+DIGESTED: WeakKeyDictionary = WeakKeyDictionary()  # data module -> {choice: its split_datasets}
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,15 @@ def digest(datamodule, split: str) -> str:
 
 
 def split_datasets(datamodule, choice: str | None = None) -> dict[str, object]:
-    """{split: mlflow.entities.Dataset} for the DataModule's train, val and test tensors."""
+    """{split: mlflow.entities.Dataset} for the DataModule's train, val and test tensors (digested once
+    per data module: its tensors do not change once set up, and a vectorized group's members share one)."""
+    known = DIGESTED.setdefault(datamodule, {})
+    if choice not in known:
+        known[choice] = _split_datasets(datamodule, choice)
+    return known[choice]
+
+
+def _split_datasets(datamodule, choice: str | None) -> dict[str, object]:
     from mlflow.data.schema import TensorDatasetSchema
     from mlflow.entities import Dataset
     from mlflow.types import Schema, TensorSpec

@@ -156,6 +156,8 @@ def train_group(members: list[Member], group: str) -> list[dict]:
 
 def _fit_and_test(members: list[Member], group: str) -> list[dict]:
     from lightsweep.build import flush_denormal
+    from lightsweep.callbacks import RunArtifacts
+    from lightsweep.plots.drawer import workers
     from lightsweep.vectorized.module import GroupData, StackedClassifier
 
     # Sorted by seed: each seed group's members are one slice of the stacked weights.
@@ -167,8 +169,12 @@ def _fit_and_test(members: list[Member], group: str) -> list[dict]:
     folder = Path(str(cfg.paths.output_dir)).parent / f"group-{group}"
     resume_from = _group_checkpoint(members)
     datamodule = members[0].datamodule
+    drawer = workers()  # the members' figures draw in worker processes, several at once
     for member in members:
         member.datamodule = datamodule  # one data set for all (each job built its own, unloaded)
+        for callback in member.callbacks:
+            if isinstance(callback, RunArtifacts):
+                callback.drawer = drawer
         if member.run is not None:
             tags = {"lightsweep.vectorized": group, GROUP_CHECKPOINT_TAG: str(folder / "last.ckpt")}
             for key, value in tags.items():

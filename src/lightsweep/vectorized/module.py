@@ -339,6 +339,12 @@ class StackedClassifier(pl.LightningModule):
             member.call("on_train_end")
             member.call("on_fit_end")
 
+    def teardown(self, stage: str) -> None:
+        # After every member's end-of-stage hooks: their figures draw meanwhile, several at once.
+        for member in self.members:
+            if member.trainer is not None:
+                member.call("teardown", stage)
+
     # --- validation ---------------------------------------------------------------------------------------
     def validation_step(self, batch, batch_idx):
         x, y = batch
