@@ -29,19 +29,7 @@ from hydra_plugins.lightsweep_optuna import optuna_sweeper
 from lightsweep.errors import LightsweepError
 from lightsweep.sweeps.study import SEARCH_ATTR, distribution_of, parse_search_space
 
-
-@pytest.fixture(autouse=True)
-def hydra_version_base_of_a_fresh_process():
-    """Hydra's test app sets no version base: use what a fresh process assumes (as test_vectorized_launcher)."""
-    from hydra.version import VersionBase
-    from packaging.version import Version
-
-    base = VersionBase.instance()
-    saved = base.getbase()
-    base.setbase(Version("1.1"))
-    yield
-    if isinstance(saved, Version):
-        base.setbase(saved)
+pytestmark = pytest.mark.usefixtures("hydra_version_base_of_a_fresh_process")  # Hydra's test app (conftest)
 
 
 def sweep(hydra_sweep_runner, tmp_path: Path, *overrides: str, task=None, name: str = "sweep"):

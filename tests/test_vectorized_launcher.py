@@ -21,20 +21,7 @@ from hydra_plugins.lightsweep_vectorized import vectorized_launcher
 # (`vectorized_launcher.VectorizedLauncher`) when comparing, not through a name bound at import time.
 
 
-@pytest.fixture(autouse=True)
-def hydra_version_base_of_a_fresh_process():
-    """Hydra's suites run apps that set no version base, and expect what a fresh process assumes then
-    (1.1: a job changes into its output dir). Hydra keeps the version base in a singleton, and the
-    other tests' `compose(version_base="1.3")` left 1.3 there: use 1.1 for these tests, then put it back."""
-    from hydra.version import VersionBase
-    from packaging.version import Version
-
-    base = VersionBase.instance()
-    saved = base.getbase()
-    base.setbase(Version("1.1"))
-    yield
-    if isinstance(saved, Version):
-        base.setbase(saved)
+pytestmark = pytest.mark.usefixtures("hydra_version_base_of_a_fresh_process")  # Hydra's suites (conftest)
 
 
 def test_discovery() -> None:
