@@ -127,7 +127,8 @@ class VectorizedLauncher(Launcher):
             log.info("Vectorized group %s: training %d members as one model", name, len(members))
             # The command line's handling: a signal exits 130/143 with every member KILLED; an error
             # fails every member's run (train_group ends them) and the sweep goes on.
-            outcome = guarded(members[0].cfg, lambda _: train_group(members, name), sweeping=True)
+            # Its members' runs end once their figures are stored, while the next units run (`launch` waits).
+            outcome = guarded(members[0].cfg, lambda _: train_group(members, name, finish_later=True), sweeping=True)
             results = iter(outcome if isinstance(outcome, list) else [outcome] * len(members))
         for job, ret in zip(unit.jobs, returns):
             if isinstance(ret.return_value, Member):
@@ -194,6 +195,7 @@ class VectorizedLauncher(Launcher):
         )
         returns: Dict[int, JobReturn] = {}
         for unit in units:
+            self.finish_drawn_runs(wait=False)
             if len(unit.jobs) > 1:
                 log.info(
                     "Group of %d jobs (#%s), trained as one model:",
@@ -212,7 +214,19 @@ class VectorizedLauncher(Launcher):
             for job, result in zip(unit.jobs, results):
                 returns[job.idx] = result
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        self.finish_drawn_runs(wait=True)  # every run of this batch ended before the sweeper goes on
         return [returns[initial_job_idx + offset] for offset in range(len(job_overrides))]
+
+    def finish_drawn_runs(self, wait: bool) -> None:
+        """Store the figures drawn for earlier groups' members and end their runs (all of them: `wait`)."""
+        if not self.is_lightsweep_task():
+            return
+        from lightsweep.plots.drawer import workers
+
+        if wait:
+            workers().drain()
+        else:
+            workers().poll()
 
     def run_alone(self, job: Job) -> JobReturn:
         """Run one job as Hydra's basic launcher does: in the sweep's subdir, with Hydra's callbacks."""

@@ -106,14 +106,19 @@ class RunArtifacts(pl.Callback):
         self._log_model(trainer, pl_module)
 
     def teardown(self, trainer, pl_module, stage):
-        """The stage's figures, once drawn, go to the run (before it can end)."""
+        """The stage's figures go to the run once drawn (before it can end: `then` keeps the order)."""
         drawing, self.drawing = self.drawing, []
         if not trainer.is_global_zero:
             return
-        for path in (future.result() for future in drawing):
-            for logger in _mlflow_loggers(trainer):
-                if path is not None:
-                    logger.experiment.log_artifact(logger.run_id, str(path), "plots")
+        loggers = _mlflow_loggers(trainer)
+
+        def upload() -> None:
+            for path in (future.result() for future in drawing):
+                for logger in loggers:
+                    if path is not None:
+                        logger.experiment.log_artifact(logger.run_id, str(path), "plots")
+
+        self.drawer.then(self, drawing, upload)
 
     def on_exception(self, trainer, pl_module, exception):
         for future in self.drawing:  # the run ends FAILED or KILLED now: its figures are not awaited

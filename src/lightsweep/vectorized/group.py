@@ -10,6 +10,7 @@ its separate run's do, and the run lifecycle ends each run.
 
 from __future__ import annotations
 
+import functools
 import gc
 import inspect
 import logging
@@ -132,8 +133,13 @@ def prepare(cfg: DictConfig) -> Member | dict:
     return Member(resolved, run, num, module, datamodule, callbacks, logger)
 
 
-def train_group(members: list[Member], group: str) -> list[dict]:
-    """Train `members` as one model; each member's metrics (as `train()` returns them) or {"failed": ...}."""
+def train_group(members: list[Member], group: str, finish_later: bool = False) -> list[dict]:
+    """Train `members` as one model; each member's metrics (as `train()` returns them) or {"failed": ...}.
+
+    Each member's run ends once its figures are drawn and stored; `finish_later`: that happens at the
+    drawer's `poll()`/`drain()` (lightsweep.plots.drawer: the launcher's, while the next group trains),
+    else before this returns."""
+    from lightsweep.plots.drawer import workers
     from lightsweep.startup import resume_gc
     from lightsweep.tracking.run import end_run_for
 
@@ -141,6 +147,8 @@ def train_group(members: list[Member], group: str) -> list[dict]:
     started = time.perf_counter()
     try:
         results = _fit_and_test(members, group)
+        if not finish_later:
+            workers().drain()
     except BaseException as err:
         for member in members:
             if member.run is not None:
@@ -187,7 +195,7 @@ def _fit_and_test(members: list[Member], group: str) -> list[dict]:
     interrupts.check()
     if trainer.interrupted:
         raise KeyboardInterrupt
-    results = _test(members, module, data, trainer, cfg)
+    results = _test(members, module, data, trainer, cfg, drawer)
     log.info("vectorized group %s: fit and test in %.1f s", group, time.perf_counter() - started)
     in_job_order = [{}] * len(results)
     for position, i in enumerate(order):
@@ -224,12 +232,13 @@ def _group_trainer(cfg: DictConfig, members: list[Member], folder: Path):
     from lightsweep.build import instantiate
     from lightsweep.callbacks import RandomState
     from lightsweep.vectorized.members import ONCE_PER_GROUP
-    from lightsweep.vectorized.module import MembersOnException
+    from lightsweep.vectorized.module import FinishDrawnRuns, MembersOnException
 
     callbacks = [c for c in members[0].callbacks if isinstance(c, ONCE_PER_GROUP)]
     callbacks += [
         RandomState(),
         MembersOnException(),
+        FinishDrawnRuns(),
         # every epoch's end, over the one before (a run's own `save_last` follows its best checkpoint only)
         ModelCheckpoint(dirpath=str(folder), filename="last", monitor=None, save_top_k=1, save_on_train_epoch_end=True),
     ]
@@ -237,10 +246,10 @@ def _group_trainer(cfg: DictConfig, members: list[Member], folder: Path):
     return instantiate(cfg, "trainer", callbacks=callbacks, logger=False, **clipping)
 
 
-def _test(members: list[Member], module, data, trainer, cfg: DictConfig) -> list[dict]:
+def _test(members: list[Member], module, data, trainer, cfg: DictConfig, drawer) -> list[dict]:
     """Each member's outcome, as `train()` gives a run's: its fit metrics, its best weights tested (not
-    when it diverged), its run ended by the run lifecycle."""
-    from lightsweep.tracking.run import end_run, end_run_for
+    when it diverged); its run is ended by the run lifecycle once its figures are stored (`drawer.then`)."""
+    from lightsweep.callbacks import RunArtifacts
     from lightsweep.train import diverged_error, diverged_key, scalars
 
     tested = bool(cfg.get("test", True))
@@ -254,18 +263,27 @@ def _test(members: list[Member], module, data, trainer, cfg: DictConfig) -> list
         metrics = scalars(member.fit_metrics)
         if member.tested:
             metrics.update({k: float(member.metrics[k]) for k in ("test/loss", "test/acc")})
-        if member.logger:
-            member.logger.finalize("success")  # the queued metrics, now
         diverged = diverged_key(metrics)
-        if member.run is None:
-            results.append({"failed": str(diverged_error(member.cfg, diverged))} if diverged else metrics)
-            continue
-        client, run_id = member.run.client, member.run.run_id
-        if diverged is not None:
-            error = diverged_error(member.cfg, diverged)
-            end_run_for(client, run_id, error)
-            results.append({"failed": str(error)})
-            continue
-        end_run(client, run_id, "FINISHED")
-        results.append({**metrics, "run_id": run_id})
+        error = diverged_error(member.cfg, diverged) if diverged is not None else None
+        if error is None and member.run is not None:
+            metrics["run_id"] = member.run.run_id
+        results.append({"failed": str(error)} if error is not None else metrics)
+        artifacts = next((c for c in member.callbacks if isinstance(c, RunArtifacts)), None)
+        drawer.then(artifacts, [], functools.partial(_end, member, error, drawer.error, artifacts))
     return results
+
+
+def _end(member: Member, error: BaseException | None, failures, artifacts) -> None:
+    """End the member's run, once its figures are stored: FINISHED, or FAILED (diverged, or a figure or
+    upload that failed), by the run lifecycle; its logger's queued metrics first."""
+    from lightsweep.tracking.run import end_run, end_run_for
+
+    if member.logger:
+        member.logger.finalize("success")
+    if member.run is None:
+        return
+    error = failures(artifacts) or error
+    if error is not None:
+        end_run_for(member.run.client, member.run.run_id, error)
+    else:
+        end_run(member.run.client, member.run.run_id, "FINISHED")

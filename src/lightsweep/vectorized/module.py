@@ -449,6 +449,16 @@ class StackedClassifier(pl.LightningModule):
             member.load_group_state(state)
 
 
+class FinishDrawnRuns(Callback):
+    """At each epoch's end, an earlier group's members whose figures are drawn get them stored and their
+    runs ended (lightsweep.plots.drawer): that work fits between this group's epochs."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        from lightsweep.plots.drawer import workers
+
+        workers().poll()
+
+
 class MembersOnException(Callback):
     """A group's error or interrupt reaches each member's own callbacks (its interrupt checkpoint)."""
 
