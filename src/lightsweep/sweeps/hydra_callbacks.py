@@ -138,11 +138,15 @@ class MLflowSweepCallback(Callback):
         and MLflow loaded, instead of importing them all here (seconds)."""
         import time
 
+        from lightsweep import allowlist
         from lightsweep.errors import LightsweepError
         from lightsweep.tracking.models import sweep_best_model_at
 
         mode = str(config.get("log_models", "best"))
         register = f"python pipelines/register.py sweep={parent_run_id}"
+        # Besides the allowlist, what this sweep's own config names: the user composed it.
+        own = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        allowed = [*(config.get("allowed_targets") or []), *allowlist.targets_in(own)]
         started = time.perf_counter()
         try:
             joblib = "JoblibLauncher" in str(config.hydra.launcher.get("_target_", ""))
@@ -150,10 +154,13 @@ class MLflowSweepCallback(Callback):
                 from joblib import Parallel, delayed
 
                 best = Parallel(**_joblib_args(config))(
-                    [delayed(sweep_best_model_at)(tracking_uri, parent_run_id, mode)]
+                    [delayed(sweep_best_model_at)(tracking_uri, parent_run_id, mode, allowed)]
                 )[0]
             else:
-                best = sweep_best_model_at(tracking_uri, parent_run_id, mode)
+                best = sweep_best_model_at(tracking_uri, parent_run_id, mode, allowed)
+        except allowlist.UntrustedConfig as err:
+            print(f"error: the best run's model was not logged: {err}", file=sys.stderr)
+            return False
         except LightsweepError as err:  # no finished child: the summary says why
             log.info("no best model: %s", err)
             return True
