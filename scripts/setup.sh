@@ -16,8 +16,8 @@ stamp=.venv/.lightsweep-setup
 want=$(cat requirements/constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setup: installing pinned packages (requirements/constraints.txt)"
-    # Constraints pin every package exactly (torch==2.14.1, torchvision==0.29.1, ...), so pip never
-    # resolves a newer torch.
+    # Constraints pin every package exactly (`make lock` generates them; torch==2.14.1,
+    # torchvision==0.29.1, ...), so pip never resolves a newer torch.
     .venv/bin/pip install --quiet --disable-pip-version-check \
         -c requirements/constraints.txt -e ".[dev,server]" 2> >(grep -v "^WARNING: Location" >&2)
     echo "$want" > "$stamp"
