@@ -3,15 +3,19 @@
 Anyone who may edit an experiment on a shared tracking server can replace that file, and Hydra's
 `instantiate` calls whatever `_target_` names (its blocklist is best effort: `pathlib.Path.write_text`
 passes). So a stored config is checked, all of it (nested targets, `_args_`, `_partial_`), before
-anything is built from it; a target is allowed when it is
+anything is built from it. What a stored config may build is what a run's model and data are made
+of; a target is allowed when it is
 
-- a class defined in lightsweep,
-- a target one of the configs in `conf/` names (torch, torchvision, scikit-learn callables, ...),
+- a target that a config of the groups a model and its data come from names (`conf/data`, `model`,
+  `optimizer`, `scheduler`: lightsweep's models and data modules, scikit-learn's loaders, torch's
+  optimizers and schedulers),
+- a model, network or data module class defined in lightsweep (a subclass of `torch.nn.Module` or
+  `LightningDataModule`: not, say, its MLflow logger, which opens a store where it is told),
 - an optimizer or LR-scheduler class (a subclass of `torch.optim.Optimizer` or `LRScheduler`,
   whatever package it comes from), or
 - listed in the command's `allowed_targets` (a dotted name, or `package.*`).
 
-Deciding the last two imports the target's module, as Hydra would (never a standard-library one).
+Deciding the middle two imports the target's module, as Hydra would (never a standard-library one).
 An interpolation (`${...}`) is refused too: a stored config is resolved when it is logged, so one
 can only be crafted (`${oc.decode:...}` builds nodes when it resolves).
 """
@@ -26,8 +30,10 @@ from omegaconf import OmegaConf
 
 from lightsweep.errors import LightsweepError
 
+GROUPS = ("data", "model", "optimizer", "scheduler")  # conf/'s groups a run's model and data come from
 HELP = (
-    "a stored config may only build lightsweep's classes, the targets conf/ names and optimizer or LR-scheduler classes"
+    "a stored config may only build lightsweep's models and data modules, the targets conf/'s "
+    "data, model, optimizer and scheduler configs name, and optimizer or LR-scheduler classes"
 )
 
 
@@ -72,11 +78,17 @@ def is_allowed(target: str, allowed: Sequence[str] = ()) -> bool:
     obj = _locate(target)
     if not isinstance(obj, type):
         return False
-    if top == "lightsweep":
-        return obj.__module__.split(".", 1)[0] == "lightsweep"  # not a class lightsweep only imports
+    import pytorch_lightning as pl
     import torch
 
+    if top == "lightsweep" and obj.__module__.split(".", 1)[0] == "lightsweep":  # not one it only imports
+        return issubclass(obj, (torch.nn.Module, pl.LightningDataModule))
     return issubclass(obj, (torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler))
+
+
+def composed_targets(config) -> list[str]:
+    """The targets of GROUPS in a config the user composed (a sweep's own): theirs, so allowed."""
+    return [t for group in GROUPS for t in targets_in(config.get(group))]
 
 
 def targets_in(node) -> list[str]:
@@ -87,12 +99,13 @@ def targets_in(node) -> list[str]:
 
 @functools.cache
 def conf_targets() -> frozenset[str]:
-    """The `_target_`s of every config in `conf/` (what a training config may name)."""
+    """The `_target_`s of the configs in `conf/<group>/` for each of GROUPS."""
     from lightsweep.config import project_root
 
     found = set()
-    for path in sorted((project_root() / "conf").rglob("*.yaml")):
-        found.update(targets_in(OmegaConf.load(path)))
+    for group in GROUPS:
+        for path in sorted((project_root() / "conf" / group).rglob("*.yaml")):
+            found.update(targets_in(OmegaConf.load(path)))
     return frozenset(found)
 
 

@@ -90,6 +90,13 @@ def crafted_models(marker) -> dict[str, tuple[dict, str]]:
         "partial": ({**write_payload(marker), "_partial_": True}, "model._target_"),
         "inner": ({**model, "loss": [{"x": write_payload(marker)}]}, "model.loss[0].x._target_"),
         "imported": ({**model, "_target_": "lightsweep.config.Path", "_args_": [str(marker)]}, "model._target_"),
+        "store": (  # lightsweep's own logger opens (creates) a sqlite store wherever it is told
+            {
+                **model,
+                "loss": {"_target_": "lightsweep.tracking.logger.MLFlowLogger", "tracking_uri": f"sqlite:///{marker}"},
+            },
+            "model.loss._target_",
+        ),
         "interpolation": ({**model, "input_dim": "${oc.env:HOME}"}, "model.input_dim"),
     }
 

@@ -155,9 +155,7 @@ class MLflowSweepCallback(Callback):
 
         mode = str(config.get("log_models", "best"))
         register = f"python pipelines/register.py sweep={parent_run_id}"
-        # Besides the allowlist, what this sweep's own config names: the user composed it.
-        own = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
-        allowed = [*(config.get("allowed_targets") or []), *allowlist.targets_in(own)]
+        allowed = [*(config.get("allowed_targets") or []), *allowlist.composed_targets(config)]
         started = time.perf_counter()
         try:
             joblib = "JoblibLauncher" in str(config.hydra.launcher.get("_target_", ""))
