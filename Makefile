@@ -1,10 +1,20 @@
 # The two commands of the quick start: `make train` and `make test` (each sets up first).
 PY := .venv/bin/python
 
-.PHONY: setup lint format train test test-slow test-all bench team-deps server server-stop server-status slurm slurm-stop ui-screenshots
+.PHONY: setup lock lint format train test test-slow test-all bench team-deps server server-stop server-status slurm slurm-stop ui-screenshots
 
 setup:
 	@bash scripts/setup.sh
+
+# requirements/constraints.txt, the exact pins setup installs, resolved from pyproject.toml (every
+# extra) and requirements/torch.txt: run after changing a dependency, then `make setup test`. Not after
+# setup (its pins may be the ones that no longer fit); uv comes pinned from the old file if it can.
+lock:
+	@[ -x .venv/bin/python ] || python3 -m venv .venv
+	@[ -x .venv/bin/uv ] || .venv/bin/pip install --quiet -c requirements/constraints.txt uv \
+		|| .venv/bin/pip install --quiet "uv>=0.9"
+	.venv/bin/uv pip compile pyproject.toml --extra dev --extra server -c requirements/torch.txt \
+		--python-version 3.11 --custom-compile-command "make lock" -o requirements/constraints.txt
 
 train: setup
 	$(PY) train.py model=softmax

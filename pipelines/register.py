@@ -5,6 +5,8 @@ checkpoint (never the test accuracy; in an optimizer benchmark, among the final 
 Its MLflow model (logged now from the best checkpoint if it has none) becomes a new version of
 `name` (default `<data>-<model>`), tagged with the sweep, its metrics and overrides, and the alias
 (`champion`) moves to it; earlier versions stay. `run=<id>` registers one run instead.
+The model is built from the run's stored config.yaml only if `lightsweep.allowlist` allows every
+target it names (`allowed_targets=[...]` adds to that list).
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def choose(client, cfg: DictConfig):
     model = run_model(client, client.get_run(chosen.run.info.run_id))
     if model is None:
         print(f"Run {chosen.run.info.run_name} has no MLflow model yet: logging it from its best checkpoint")
-        model = log_from_checkpoint(client, chosen.run)
+        model = log_from_checkpoint(client, chosen.run, list(cfg.get("allowed_targets") or []))
     return chosen, sweep, model
 
 

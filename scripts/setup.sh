@@ -19,8 +19,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     # A dropped package that pip would leave behind: hydra-optuna-sweeper (Optuna < 3) registers
     # hydra/sweeper=optuna too, clashing with lightsweep's own plugin (src/hydra_plugins/lightsweep_optuna).
     .venv/bin/pip uninstall --quiet --yes hydra-optuna-sweeper >/dev/null 2>&1 || true
-    # Constraints pin every package exactly (torch==2.14.1, torchvision==0.29.1, ...), so pip never
-    # resolves a newer torch.
+    # Constraints pin every package exactly (`make lock` generates them; torch==2.14.1,
+    # torchvision==0.29.1, ...), so pip never resolves a newer torch.
     .venv/bin/pip install --quiet --disable-pip-version-check \
         -c requirements/constraints.txt -e ".[dev,server]" 2> >(grep -v "^WARNING: Location" >&2)
     echo "$want" > "$stamp"

@@ -90,6 +90,49 @@ def test_a_model_picks_its_default_schedule_and_the_command_line_wins(make_cfg, 
     )
 
 
+@pytest.mark.parametrize(
+    "overrides, lr, monitor",
+    [
+        (["data=iris"], 0.03, ("val/loss", "min")),  # conf/data_optimizer/iris_adam.yaml, data_callbacks/iris_default
+        (["data=digits"], 0.03, ("val/acc", "max")),
+        (["data=fashion_mnist"], 1e-3, ("val/acc", "max")),
+        (["data=circles"], 1e-3, ("val/acc", "max")),
+        (["data=iris", "optimizer=sgd"], 0.1, ("val/loss", "min")),  # another optimizer keeps its own lr
+        (["data=iris", "optimizer.lr=0.001"], 0.001, ("val/loss", "min")),  # the command line wins
+        (
+            ["data=wine", "callbacks.model_checkpoint.monitor=val/acc", "callbacks.model_checkpoint.mode=max"],
+            0.03,
+            None,
+        ),
+        (["data=moons", "experiment=moons_mlp"], 0.01, None),  # a preset wins (and drops the checkpoint)
+        (["data=breast_cancer", "debug=fast"], 0.03, ("val/loss", "min")),
+    ],
+)
+def test_a_data_set_picks_its_training_settings_and_the_command_line_wins(make_cfg, overrides, lr, monitor):
+    cfg = make_cfg(*overrides)
+    assert cfg.optimizer.lr == lr
+    checkpoint = cfg.callbacks.model_checkpoint
+    if monitor is not None:
+        assert (checkpoint.monitor, checkpoint.mode) == monitor
+    elif checkpoint is not None:
+        assert (checkpoint.monitor, checkpoint.mode) == ("val/acc", "max")
+    validate(cfg)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data=iris", "callbacks.model_checkpoint.monitor=val/acc"], "callbacks.model_checkpoint.mode=max too"),
+        (["callbacks.model_checkpoint.monitor=val/loss"], "callbacks.model_checkpoint.mode=min too"),
+        (["callbacks.early_stopping.mode=min"], "callbacks.early_stopping.monitor=val/acc with mode=min"),
+    ],
+)
+def test_a_monitor_with_the_other_mode_is_one_line(make_cfg, overrides, message):
+    with pytest.raises(LightsweepError, match=message) as info:
+        validate(make_cfg(*overrides))
+    assert "\n" not in str(info.value)
+
+
 # data option -> (input_dim, num_classes)
 SIZES = {
     "fashion_mnist": (784, 10),

@@ -222,3 +222,47 @@ def test_eight_parallel_jobs_on_a_fresh_store_lose_nothing(tmp_path):
         assert len(client.get_metric_history(run_id, "train/loss")) == 12  # every 3rd of 12 steps, 3 epochs
         assert len(client.get_metric_history(run_id, "val/acc")) == 3
         assert len(client.get_metric_history(run_id, "test/acc")) == 1
+
+
+def failed_jobs(client, parent) -> list[dict]:
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return json.loads(open(client.download_artifacts(parent.info.run_id, "failed_jobs.json", tmp)).read())
+
+
+def test_a_job_that_fails_before_its_run_exists_counts(tmp_path):
+    """`seed=???` (a placeholder left in the grid) fails job 1 while its run is named, before it exists:
+    the summary line, the parent (tag and failed_jobs.json) and the exit code count it."""
+    result = run_sweep(tmp_path, "data=iris", "seed=1,???", *TINY)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "2 jobs, 1 failed (0 diverged)" in result.stdout
+    client, (parent,), children, _ = sweep_runs(tmp_path)
+    assert [c.info.status for c in children] == ["FINISHED"]  # job 1 has no run
+    assert parent.info.status == "FINISHED" and parent.data.tags["lightsweep.failed_jobs"] == "1"
+    (failed,) = failed_jobs(client, parent)
+    assert failed["job"] == 1 and failed["run_id"] is None and failed["overrides"] == "seed=???"
+    assert failed["reason"].startswith("MissingMandatoryValue: Missing mandatory value: seed")
+    report = (next((tmp_path / "outputs" / "multiruns").iterdir()) / "report" / "report.md").read_text()
+    assert "2 jobs, 1 failed (0 diverged, 1 before their run existed)" in report
+    assert "## Jobs that failed before their run existed" in report and "| 1 | seed=??? |" in report
+
+
+@pytest.mark.slow
+def test_every_job_failing_before_its_run_fails_the_sweep_with_any_launcher(tmp_path):
+    """Parallel jobs (joblib: each in a worker process) that all fail before their run exists; then the
+    same without MLflow (logger=none): the jobs' records are all there is to count."""
+    result = run_sweep(tmp_path, "seed=???", "optimizer=sgd,adam", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "2 jobs, 2 failed (0 diverged)" in result.stdout
+    client, (parent,), children, _ = sweep_runs(tmp_path)
+    assert children == [] and parent.info.status == "FAILED" and parent.data.tags["lightsweep.failed_jobs"] == "2"
+    assert [(f["job"], f["run_id"], f["overrides"]) for f in failed_jobs(client, parent)] == [
+        (0, None, "optimizer=sgd"),
+        (1, None, "optimizer=adam"),
+    ]
+
+    untracked = run_sweep(tmp_path, "seed=???", "optimizer=sgd,adam", "logger=none")
+    assert untracked.returncode == 1
+    assert "2 failed jobs: #0 (MissingMandatoryValue" in untracked.stderr, untracked.stderr[-3000:]

@@ -41,12 +41,18 @@ def task(cfg: DictConfig):
 def guarded(cfg: DictConfig, work, sweeping: bool | None = None):
     """`work(cfg)` with the command line's handling of what goes wrong: a signal exits 130/143 (the run
     is KILLED); a user error exits 2 in one line; in a sweep a failed job returns {"failed": reason}
-    (its run is FAILED) so that the other jobs, the report and an Optuna study go on."""
+    (its run is FAILED) so that the other jobs, the report and an Optuna study go on.
+
+    One job's call (`sweeping` not given: Hydra's config is that job's) records its failure in the
+    sweep dir (sweeps.failures), so that the sweep counts it even if it failed before its run existed."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from lightsweep.sweeps import failures
+
+    one_job = sweeping is None
     try:
-        return work(cfg)
+        result = work(cfg)
     except BaseException as err:
         if (signal_name := interrupts.interruption(err)) is None and not isinstance(err, Exception):
             raise
@@ -67,7 +73,12 @@ def guarded(cfg: DictConfig, work, sweeping: bool | None = None):
             raise SystemExit(2) from None
         log.error("job failed: %s: %s", type(err).__name__, err)
         print(f"job failed: {err}", file=sys.stderr)
+        if one_job:
+            failures.record(err)
         return {"failed": str(err)}
+    if one_job:
+        failures.clear()
+    return result
 
 
 def for_sweeper(cfg: DictConfig, result):

@@ -166,6 +166,19 @@ def check_classes(data: DictConfig) -> None:
         _class_ref(data, data.positive_class)
 
 
+def check_monitors(cfg: DictConfig) -> None:
+    """A callback that keeps the best epoch maximises an accuracy and minimises a loss (the small sets
+    monitor val/loss by default: an override of the monitor alone would keep the other's mode)."""
+    for name, callback in (cfg.get("callbacks") or {}).items():
+        monitor, mode = (callback or {}).get("monitor"), (callback or {}).get("mode")
+        wanted = "max" if str(monitor).endswith("acc") else "min" if "loss" in str(monitor) else mode
+        if monitor and mode != wanted:
+            raise LightsweepError(
+                f"callbacks.{name}.monitor={monitor} with mode={mode} takes the worst epoch for the best: pass "
+                f"callbacks.{name}.mode={wanted} too"
+            )
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the composed config; raise LightsweepError with the fix on the first problem."""
     for key, rule in RULES.items():
@@ -173,6 +186,7 @@ def validate(cfg: DictConfig) -> None:
         if value is not ABSENT:
             check(key, value, rule)
     check_classes(cfg.data)
+    check_monitors(cfg)
     opt = cfg.optimizer
     if opt.get("nesterov") and opt.get("momentum", 0) <= 0:
         raise LightsweepError("optimizer.nesterov=true needs optimizer.momentum > 0: use optimizer=nesterov")

@@ -162,13 +162,25 @@ def _choose_task(cfg: DictConfig, info, logged) -> None:
     params = logged.params if logged is not None else {}
     with open_dict(cfg):
         if params.get("data.positive_class") not in (None, "null", "None"):
-            data.positive_class = params["data.positive_class"]
+            data.positive_class = _stored_names(params["data.positive_class"], "data.positive_class")
         elif params.get("data.classes") not in (None, "null", "None"):
-            data.classes = _parse_list(params["data.classes"])
+            data.classes = _stored_names(_parse_list(params["data.classes"]), "data.classes")
         elif data.get("binary_task") is not None:
             data.classes = data.binary_task
     task = data.positive_class if data.positive_class is not None else OmegaConf.to_container(data.classes)
     print(f"binary model: evaluated on {task} (data.classes / data.positive_class override this)")
+
+
+def _stored_names(value, key: str):
+    """Class names (or indices) from the model's stored params, kept as data: anyone who may edit the
+    experiment can log params, and an interpolation or a nested node would be built with cfg.data."""
+    names = value if isinstance(value, list) else [value]
+    if not all(isinstance(n, (str, int)) and not isinstance(n, bool) and "${" not in str(n) for n in names):
+        raise LightsweepError(
+            f"the model's stored param {key}={str(value)[:120]} is not a class name or a list of them: "
+            "pass the task yourself (data.classes=[a,b] or data.positive_class=NAME)"
+        )
+    return value
 
 
 def _parse_list(text: str) -> list:

@@ -39,6 +39,8 @@ def find_resume_point(client, experiment_id: str, resume: str, params: dict[str,
         raise LightsweepError(f"run {run_id} already finished: nothing to resume; start a new run without resume=")
     _check_same_settings(run, params, output_dir)
     folder = run.data.params.get(CHECKPOINT_DIR_PARAM)
+    if folder:
+        check_own_folder(run_id, folder, [params.get("paths.log_dir"), output_dir])
     checkpoint = Path(folder) / LAST_CHECKPOINT if folder else None
     if checkpoint is None or not checkpoint.is_file():
         raise LightsweepError(
@@ -127,9 +129,23 @@ def job_resume_point(client, sweep, num: int, varying: list[str], params: dict[s
         return run, None
     _check_same_settings(run, params, output_dir)
     folder = run.data.params.get(CHECKPOINT_DIR_PARAM)
+    if folder:
+        check_own_folder(run.info.run_id, folder, [params.get("paths.log_dir"), output_dir])
     checkpoint = Path(folder) / LAST_CHECKPOINT if folder else None
     exists = checkpoint is not None and checkpoint.is_file()
     return run, ResumePoint(run.info.run_id, checkpoint if exists else None, Path(folder) if folder else None)
+
+
+def check_own_folder(run_id: str, folder: str, roots: list) -> None:
+    """The run's checkpoint folder comes from its MLflow params, which anyone who may edit the
+    experiment can write: it is loaded from, and written to, only inside this invocation's outputs."""
+    where = Path(folder).resolve()
+    if not any(root and where.is_relative_to(Path(str(root)).resolve()) for root in roots):
+        raise LightsweepError(
+            f"run {run_id} keeps its checkpoints in {folder}, outside this project's outputs "
+            f"(paths.log_dir={roots[0]}): a path from the tracking store is not loaded; resume with the "
+            "paths.log_dir it was trained with, or start a new run without resume="
+        )
 
 
 def _find_run(client, experiment_id: str, resume: str):

@@ -145,13 +145,14 @@ class MLflowSweepCallback(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         context = SweepContext.read(sweep_dir)
         if context is None or not context.tracked:
+            self.untracked_failures(sweep_dir)
             return
         from lightsweep.tracking.store import open_store, ui_command
 
         client = open_store(context.tracking_uri)
         model_failed = not self.best_model(config, context.tracking_uri, context.parent_run_id)
         try:
-            summary = self.finish(client, context.parent_run_id, sweep_dir)
+            failed = self.finish(client, context.parent_run_id, sweep_dir)
         except Exception as err:  # Hydra would turn it into a warning and exit 0
             print(
                 f"error: the sweep report failed ({type(err).__name__}: {err}); the parent run is FAILED, the jobs' "
@@ -160,8 +161,18 @@ class MLflowSweepCallback(Callback):
             )
             raise SystemExit(1) from None
         print(f"Review it: {ui_command(context.tracking_uri)}")
-        if (model_failed or (summary and summary.n_failed)) and self.exit_nonzero_on_failure:
+        if (model_failed or failed) and self.exit_nonzero_on_failure:
             raise SystemExit(1)
+
+    def untracked_failures(self, sweep_dir: Path) -> None:
+        """A sweep without MLflow (logger=none): the jobs' own records are all there is to count."""
+        from lightsweep.sweeps.failures import recorded
+
+        if failed := recorded(sweep_dir):
+            jobs = ", ".join(f"#{f.job} ({f.reason[:200]})" for f in failed)
+            print(f"{len(failed)} failed jobs: {jobs}", file=sys.stderr)
+            if self.exit_nonzero_on_failure:
+                raise SystemExit(1)
 
     @staticmethod
     def best_model(config: DictConfig, tracking_uri: str, parent_run_id: str) -> bool:
@@ -174,11 +185,13 @@ class MLflowSweepCallback(Callback):
         and MLflow loaded, instead of importing them all here (seconds)."""
         import time
 
+        from lightsweep import allowlist
         from lightsweep.errors import LightsweepError
         from lightsweep.tracking.models import sweep_best_model_at
 
         mode = str(config.get("log_models", "best"))
         register = f"python pipelines/register.py sweep={parent_run_id}"
+        allowed = [*(config.get("allowed_targets") or []), *allowlist.composed_targets(config)]
         started = time.perf_counter()
         try:
             joblib = "JoblibLauncher" in str(config.hydra.launcher.get("_target_", ""))
@@ -186,10 +199,13 @@ class MLflowSweepCallback(Callback):
                 from joblib import Parallel, delayed
 
                 best = Parallel(**_joblib_args(config))(
-                    [delayed(sweep_best_model_at)(tracking_uri, parent_run_id, mode)]
+                    [delayed(sweep_best_model_at)(tracking_uri, parent_run_id, mode, allowed)]
                 )[0]
             else:
-                best = sweep_best_model_at(tracking_uri, parent_run_id, mode)
+                best = sweep_best_model_at(tracking_uri, parent_run_id, mode, allowed)
+        except allowlist.UntrustedConfig as err:
+            print(f"error: the best run's model was not logged: {err}", file=sys.stderr)
+            return False
         except LightsweepError as err:  # no finished child: the summary says why
             log.info("no best model: %s", err)
             return True
@@ -209,27 +225,32 @@ class MLflowSweepCallback(Callback):
         print(f"Register it as the champion: {register}")
         return True
 
-    def finish(self, client, parent_run_id: str, sweep_dir: Path):
-        """Report (logged to the parent and written to the sweep dir), then the parent's status."""
-        report = None
-        try:
-            if self.report:
-                from lightsweep.sweeps.report import publish_report
+    def finish(self, client, parent_run_id: str, sweep_dir: Path) -> list:
+        """The failed jobs (logged to the parent first: the report counts them), the report (logged to
+        the parent and written to the sweep dir), then the parent's status; returns the failed jobs."""
+        from lightsweep.sweeps import failures
 
-                report = publish_report(client, parent_run_id, sweep_dir / "report", self.target_acc)
-        except BaseException as err:
-            client.set_tag(parent_run_id, "lightsweep.failure_reason", f"report: {type(err).__name__}: {err}"[:5000])
-            client.set_terminated(parent_run_id, "FAILED")
-            raise
         children = client.search_runs(
             [client.get_run(parent_run_id).info.experiment_id],
             filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
             max_results=10000,
         )
+        failed = failures.collect(sweep_dir, children)
+        try:
+            failures.log(client, parent_run_id, failed)
+            if self.report:
+                from lightsweep.sweeps.report import publish_report
+
+                publish_report(client, parent_run_id, sweep_dir / "report", self.target_acc)
+            elif failed:
+                print(f"{len(failed)} failed jobs: see the parent run's {failures.ARTIFACT}", file=sys.stderr)
+        except BaseException as err:
+            client.set_tag(parent_run_id, "lightsweep.failure_reason", f"report: {type(err).__name__}: {err}"[:5000])
+            client.set_terminated(parent_run_id, "FAILED")
+            raise
         all_failed = bool(children) and all(c.info.status == "FAILED" for c in children)
-        client.set_tag(parent_run_id, "lightsweep.failed_jobs", str(sum(c.info.status == "FAILED" for c in children)))
         client.set_terminated(parent_run_id, "FAILED" if all_failed or not children else "FINISHED")
-        return report
+        return failed
 
 
 def continued_parent(config: DictConfig) -> str | None:

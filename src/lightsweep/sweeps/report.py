@@ -243,16 +243,23 @@ class Report:
     figures: dict[str, Figure]  # also saved as `folder / f"{name}.png"`
     table: str
     n_runs: int
-    n_failed: int
+    n_failed: int  # failed jobs, those that failed before their run existed included
     n_diverged: int
+    n_jobs: int  # runs, and the jobs that failed before their run existed
     n_pruned: int = 0
 
 
 def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0.85, extra_sections=None) -> Report:
     """Build every report file into `folder`; `extra_sections(runs, curves)` may add `Section`s."""
+    from lightsweep.sweeps.failures import logged
+
     folder.mkdir(parents=True, exist_ok=True)
     parent = client.get_run(parent_run_id)
     runs, curves = load_runs(client, parent_run_id)
+    no_run = pd.DataFrame(
+        [(f.job, f.overrides, " ".join(f.reason.split())) for f in logged(client, parent_run_id) if f.run_id is None],
+        columns=["job", "overrides", "reason"],
+    )
     main = main_table_runs(compared_runs(runs))
     stats = run_stats(main, curves, target_acc)
     summary = summarize(stats, target_acc)
@@ -266,17 +273,19 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
         Section("Comparison (ranked by test accuracy, or validation accuracy without a test)", "", summary, plots),
         *(extra_sections(runs, curves) if extra_sections else []),
         Section("Runs", "", runs_table(runs, curves), {}),
+        *([Section("Jobs that failed before their run existed", "", no_run, {})] if len(no_run) else []),
     ]
     figures = {name: fig for section in sections for name, fig in section.figures.items()}
     for name, fig in figures.items():
         fig.savefig(folder / f"{name}.png", **SAVE)
 
-    n_failed, n_diverged = int((runs["status"] == "FAILED").sum()), int(runs["diverged"].sum())
+    n_failed, n_diverged = int((runs["status"] == "FAILED").sum()) + len(no_run), int(runs["diverged"].sum())
     n_pruned, n_killed = int(runs["pruned"].sum()), int((runs["status"] == "KILLED").sum())
     title = f"Sweep report: {parent.info.run_name}"
     end = parent.info.end_time or time.time() * 1000
+    before = f", {len(no_run)} before their run existed" if len(no_run) else ""
     intro = (
-        f"{len(runs)} runs, {n_failed} failed ({n_diverged} diverged); sweep wall time "
+        f"{len(runs) + len(no_run)} jobs, {n_failed} failed ({n_diverged} diverged{before}); sweep wall time "
         f"{(end - parent.info.start_time) / 1000:.0f} s. Parent run `{parent_run_id}`. "
         f"Target accuracy for 'epochs/seconds to': {target_acc:g} (validation)."
     )
@@ -315,7 +324,9 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
     )
     table = markdown_table(summary) if len(summary) else "(no runs)"
     documents = [folder / "report.md", folder / "report.html", folder / "summary.csv"]
-    return Report(folder, documents, figures, table, len(runs), n_failed, n_diverged, n_pruned)
+    return Report(
+        folder, documents, figures, table, len(runs), n_failed, n_diverged, len(runs) + len(no_run), n_pruned
+    )
 
 
 def find_sweep(client, sweep: str, experiment_name: str | None = None) -> str:
@@ -353,7 +364,7 @@ def publish_report(client, parent_run_id: str, folder: Path, target_acc: float) 
         client.log_figure(parent_run_id, fig, f"report/{name}.png", save_kwargs=SAVE)
     print(f"\n{report.table}\n")
     print(
-        f"{report.n_runs} jobs, {report.n_failed} failed ({report.n_diverged} diverged)"
+        f"{report.n_jobs} jobs, {report.n_failed} failed ({report.n_diverged} diverged)"
         f"{f', {report.n_pruned} pruned' if report.n_pruned else ''}. "
         f"Report: {report.folder / 'report.html'}"
     )

@@ -27,7 +27,6 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -398,10 +397,16 @@ def best_child(client, parent_run_id: str) -> Candidate:
 # --- a model logged after its run: from the best checkpoint ----------------------------------------
 
 
-def log_from_checkpoint(client, run):
-    """Log a finished run's model from its best checkpoint (a sweep's best child, register.py)."""
+def log_from_checkpoint(client, run, allowed=()):
+    """Log a finished run's model from its best checkpoint (a sweep's best child, register.py).
+
+    The run's stored `config.yaml` only says which model to build, after `lightsweep.allowlist` has
+    checked it (`allowed`: targets the user trusts besides); the weights and the input spec come from
+    the checkpoint uploaded to the run, never from a path the config names."""
     import torch
     from omegaconf import OmegaConf
+
+    from lightsweep import allowlist
 
     with tempfile.TemporaryDirectory(prefix="lightsweep-ckpt-") as tmp, quiet_downloads():
         run_id = run.info.run_id
@@ -411,48 +416,44 @@ def log_from_checkpoint(client, run):
             raise LightsweepError(
                 f"run {run_id} has no config.yaml artifact ({err}): it was not trained by lightsweep"
             ) from None
-        checkpoint = _best_checkpoint_file(client, run, config, tmp)
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        model = _instantiate(config, "model")
-        model.load_state_dict(state["state_dict"])
+        source = f"run {run_id}'s config.yaml"
+        allowlist.check(config.get("model"), source, "model", allowed)
+        state = torch.load(_best_checkpoint_file(client, run, tmp), map_location="cpu", weights_only=True)
         spec_state = (state.get("callbacks") or {}).get(SPEC_STATE)
-        spec = InputSpec.from_state(spec_state) if spec_state else _spec_from_data(config, model)
-        return log_model(client, run_id, model.net, spec)
+        if not spec_state:
+            raise LightsweepError(
+                f"run {run_id}'s best checkpoint has no input spec (callbacks.{SPEC_STATE}): it was saved by an "
+                "older lightsweep; train the run again to log its model"
+            )
+        model = _instantiate(config, "model", source, allowed)
+        model.load_state_dict(state["state_dict"])
+        return log_model(client, run_id, model.net, InputSpec.from_state(spec_state))
 
 
-def _best_checkpoint_file(client, run, config, tmp: str) -> str:
-    from omegaconf import OmegaConf
-
+def _best_checkpoint_file(client, run, tmp: str) -> str:
+    """The best checkpoint as uploaded to the run (downloaded: a local path the config names may
+    hold any file)."""
     run_id = run.info.run_id
     files = [a.path for a in client.list_artifacts(run_id, "checkpoints") if a.path.endswith(".ckpt")]
     if not files:
         raise LightsweepError(f"run {run_id} has no best checkpoint (checkpoints/*.ckpt): it cannot give a model")
-    folder = OmegaConf.select(config, "callbacks.model_checkpoint.dirpath")
-    local = Path(str(folder)) / Path(files[0]).name if folder else None
-    if local is not None and local.is_file():
-        return str(local)  # the sweep's own files: no copy
     return client.download_artifacts(run_id, files[0], tmp)
 
 
-def _instantiate(config, key: str):
-    """The run's own (resolved) `model` or `data` config, built as the run built it."""
-    from hydra.utils import instantiate
+def _instantiate(config, key: str, source: str, allowed=()):
+    """The run's own (resolved) `model` config, built as the run built it, once it is allowed."""
+    from lightsweep import allowlist
 
     try:
-        return instantiate(config[key], _convert_="all")
+        return allowlist.instantiate(config[key], source, key, allowed, _convert_="all")
+    except allowlist.UntrustedConfig:
+        raise
     except Exception as err:
         raise LightsweepError(
             f"cannot rebuild the run's {key} from its config.yaml ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}): is lightsweep at the version "
             "that trained it?"
         ) from None
-
-
-def _spec_from_data(config, model) -> InputSpec:
-    """A checkpoint from before the spec was stored: set the data up again (slower)."""
-    datamodule = _instantiate(config, "data")
-    datamodule.setup("fit")
-    return InputSpec.from_training(datamodule, model)
 
 
 # --- the Model Registry --------------------------------------------------------------------------
@@ -505,14 +506,15 @@ def register(client, run, model, name: str, alias: str = CHAMPION, extra_tags: d
 # --- a sweep's end -------------------------------------------------------------------------------
 
 
-def sweep_best_model(client, parent_run_id: str, mode: str = "best"):
-    """At a sweep's end: find the best child; log its model (mode=best) unless it has one already.
-    Tags the parent with the choice; returns (Candidate, LoggedModel or None)."""
+def sweep_best_model(client, parent_run_id: str, mode: str = "best", allowed=()):
+    """At a sweep's end: find the best child; log its model (mode=best) unless it has one already
+    (`allowed`: see log_from_checkpoint). Tags the parent with the choice; returns (Candidate,
+    LoggedModel or None)."""
     candidate = best_child(client, parent_run_id)
     child = candidate.run
     model = run_model(client, client.get_run(child.info.run_id))
     if model is None and mode == "best":
-        model = log_from_checkpoint(client, child)
+        model = log_from_checkpoint(client, child, allowed)
     tags = {"lightsweep.best_run": child.info.run_id, "lightsweep.best_val_acc": repr(candidate.best.val_acc)}
     if model is not None:
         tags["lightsweep.best_model"] = model.model_id
@@ -527,12 +529,12 @@ def registry_name(run) -> str:
     return f"{tags.get('data', 'data')}-{tags.get('model', 'model')}"
 
 
-def sweep_best_model_at(tracking_uri: str, parent_run_id: str, mode: str = "best") -> dict:
+def sweep_best_model_at(tracking_uri: str, parent_run_id: str, mode: str = "best", allowed=()) -> dict:
     """`sweep_best_model` by store URI, with a plain answer: what a sweep's end runs in a process of
     its own (a joblib worker that has torch, Lightning and MLflow loaded)."""
     from lightsweep.tracking.store import open_store
 
-    best, model = sweep_best_model(open_store(tracking_uri), parent_run_id, mode)
+    best, model = sweep_best_model(open_store(tracking_uri), parent_run_id, mode, list(allowed))
     return {
         "run_name": best.run.info.run_name or best.run.info.run_id,
         "val_acc": best.best.val_acc,

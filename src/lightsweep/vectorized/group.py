@@ -206,7 +206,7 @@ def _fit_and_test(members: list[Member], group: str) -> list[dict]:
 def _group_checkpoint(members: list[Member]) -> str | None:
     """The group's own last checkpoint when every member continues an interrupted run of this group
     (a resumed sweep), else None: the group starts from the beginning."""
-    from lightsweep.resume import load_checkpoint
+    from lightsweep.resume import check_own_folder, load_checkpoint
     from lightsweep.vectorized.module import GROUP_STATE
 
     if not members or not all(m.run is not None and m.run.resume is not None for m in members):
@@ -216,6 +216,8 @@ def _group_checkpoint(members: list[Member]) -> str | None:
     if path is None or not path.is_file():
         log.info("vectorized group: its members' runs continue from the beginning (no checkpoint of this group)")
         return None
+    # (a path from the tracking store: loaded only inside this sweep's outputs)
+    check_own_folder(members[0].run.run_id, str(path.parent), [members[0].cfg.paths.log_dir])
     saved = [state["label"] for state in load_checkpoint(path).get(GROUP_STATE, [])]
     if saved != [m.label for m in members]:
         log.info("vectorized group: %s was saved for other members; its members start again", path)
