@@ -36,7 +36,7 @@ test-slow: setup
 
 test-all: test test-slow
 
-# Team server (README "Team server"): PostgreSQL + `mlflow server` with basic auth on 127.0.0.1.
+# Team server (docs/team-server.md): PostgreSQL + `mlflow server` with basic auth on 127.0.0.1.
 # Needs MLFLOW_AUTH_ADMIN_PASSWORD in the environment for `make server`.
 team-deps:
 	@bash scripts/team_deps.sh
@@ -50,7 +50,7 @@ server-stop:
 server-status:
 	@bash scripts/mlflow_server.sh status
 
-# A one-node SLURM cluster with accounting (README "Cluster sweeps"): munged, MariaDB, slurmdbd,
+# A one-node SLURM cluster with accounting (docs/slurm.md): munged, MariaDB, slurmdbd,
 # slurmctld, slurmd on this machine, as root; then `export SLURM_CONF=<printed path>`.
 slurm: team-deps
 	@bash scripts/slurm_cluster.sh start
@@ -62,6 +62,6 @@ slurm-stop:
 ui-screenshots: setup team-deps
 	$(PY) scripts/ui_screenshots.py
 
-# Speed: lightsweep against a hand-written PyTorch loop, in one run (see README, "Speed").
+# Speed: lightsweep against a hand-written PyTorch loop, in one run (docs/speed.md).
 bench: setup
 	$(PY) benchmarks/speed.py $(BENCH_ARGS)

@@ -15,7 +15,7 @@
 # Settings (environment):
 #   MLFLOW_AUTH_ADMIN_PASSWORD   required for `start`; MLFLOW_AUTH_ADMIN_USERNAME (default admin)
 #   LIGHTSWEEP_SERVER_DIR        state folder (default <repo>/.mlflow-server)
-#   LIGHTSWEEP_SERVER_HOST       interface to bind (default 127.0.0.1; see README before changing)
+#   LIGHTSWEEP_SERVER_HOST       interface to bind (default 127.0.0.1; see docs/team-server.md before changing)
 #   LIGHTSWEEP_SERVER_PORT       MLflow port (default 5000)
 #   LIGHTSWEEP_PG_PORT           PostgreSQL port, on 127.0.0.1 only (default 5433)
 #   LIGHTSWEEP_SERVER_WORKERS    MLflow worker processes (default 2)

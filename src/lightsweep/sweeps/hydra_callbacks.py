@@ -340,7 +340,7 @@ def _warn_if_nodes_cannot_reach(config: DictConfig, tracking_uri: str) -> None:
 
     print(
         f"warning: cluster sweep logging to {describe(tracking_uri)}: {problem}; use logger=mlflow_server "
-        "with MLFLOW_TRACKING_URI=http://<server host>:<port> (README: Cluster sweeps)",
+        "with MLFLOW_TRACKING_URI=http://<server host>:<port> (docs/slurm.md)",
         file=sys.stderr,
     )
 
