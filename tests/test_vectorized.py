@@ -541,3 +541,38 @@ def test_a_pruned_member_stops_and_the_rest_of_its_group_trains_on(tmp_path):
             assert run.data.tags["lightsweep.pruned"] == "true" and epochs == 1
         else:
             assert "lightsweep.pruned" not in run.data.tags and epochs == 3
+
+
+def test_a_group_checkpoint_refuses_other_members(tmp_path):
+    """A group's own checkpoint holds every member's optimizer state, in order: Lightning restores
+    optimizers with a zip, so one saved for other members is refused in one line, not loaded silently."""
+    from lightsweep.errors import LightsweepError
+    from lightsweep.vectorized.module import StackedClassifier
+    from lightsweep.vectorized.optimizers import MemberOptimizers
+
+    jobs = [["optimizer=adam", "trainer.max_epochs=1"], ["optimizer=sgd", "trainer.max_epochs=1"]]
+    members = []
+    for i, overrides in enumerate(jobs):
+        member = prepare(composed(tmp_path, f"member{i}", *overrides))
+        member.num = i
+        members.append(member)
+    train_group(members, "test")
+    GlobalHydra.instance().clear()
+    (path,) = glob.glob(str(tmp_path / "*" / "group-test" / "last.ckpt"))
+    saved = torch.load(path, weights_only=True)
+    assert [s["label"] for s in saved["lightsweep_members"]] == ["job 0 (not tracked)", "job 1 (not tracked)"]
+    assert len(saved["optimizer_states"][0]["states"]) == 2  # each member's own optimizer state
+
+    others = []
+    for i, overrides in enumerate([*jobs, ["optimizer=adagrad"]]):
+        member = prepare(composed(tmp_path, f"other{i}", *overrides))
+        member.num = i
+        others.append(member)
+    module = StackedClassifier(others, [0, 0, 0])
+    with pytest.raises(LightsweepError, match="saved for other members"):
+        module.on_load_checkpoint(saved)
+    module.bind()
+    for member in others:
+        member.configure()
+    with pytest.raises(LightsweepError, match=r"job 0 \(not tracked\), job 1 \(not tracked\)\), not job 0"):
+        MemberOptimizers(module.weights, others).load_state_dict(saved["optimizer_states"][0])
