@@ -324,9 +324,7 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
     )
     table = markdown_table(summary) if len(summary) else "(no runs)"
     documents = [folder / "report.md", folder / "report.html", folder / "summary.csv"]
-    return Report(
-        folder, documents, figures, table, len(runs), n_failed, n_diverged, len(runs) + len(no_run), n_pruned
-    )
+    return Report(folder, documents, figures, table, len(runs), n_failed, n_diverged, len(runs) + len(no_run), n_pruned)
 
 
 def find_sweep(client, sweep: str, experiment_name: str | None = None) -> str:
