@@ -132,9 +132,17 @@ def test_a_binary_model_outputs_the_positive_class_probability(make_cfg, tmp_pat
     assert ((p > 0.5) == labels).mean() == pytest.approx(metrics["test/acc"], abs=1e-3)
 
 
-@pytest.mark.parametrize("data, inputs", [("xor", (-1, 2)), ("digits", (-1, 64))])
-def test_float_feature_sets_take_their_features(make_cfg, tmp_path, data, inputs):
-    """digits and xor store float features (xor standardised per feature): same predictions as the run."""
+@pytest.mark.parametrize(
+    "data, inputs, source",
+    [
+        ("xor", (-1, 2), "lightsweep.data.sklearn_sets.make_xor(n_samples=2000, noise=0.25, random_state=0)"),
+        ("digits", (-1, 64), "sklearn.datasets._base.load_digits(return_X_y=True)"),
+    ],
+    ids=["xor", "digits"],
+)
+def test_float_feature_sets_take_their_features(make_cfg, tmp_path, data, inputs, source):
+    """digits and xor store float features (xor standardised per feature): same predictions as the run;
+    their data sets' source is the code that made them, as their data module says."""
     import mlflow
 
     from lightsweep.build import instantiate
@@ -152,6 +160,11 @@ def test_float_feature_sets_take_their_features(make_cfg, tmp_path, data, inputs
     x, y = datamodule.tensors["test"]
     p = pyfunc.predict(to_raw(datamodule, x))
     assert (p.argmax(axis=1) == y.numpy()).mean() == pytest.approx(metrics["test/acc"], abs=1e-3)
+    assert datamodule.raw_format().describe() == f"float32 (N, {inputs[1]})"
+    run = client.get_run(metrics["run_id"])
+    for item in run.inputs.dataset_inputs:
+        assert (item.dataset.source_type, json.loads(item.dataset.source)) == datamodule.source()
+        assert datamodule.source() == ("code", {"tags": {"mlflow.source.name": source}})
 
 
 def test_raw_samples_are_recovered_exactly_from_the_normalised_images(make_cfg, tmp_path):
@@ -159,7 +172,7 @@ def test_raw_samples_are_recovered_exactly_from_the_normalised_images(make_cfg, 
     from hydra.utils import instantiate
     from torchvision.datasets import MNIST
 
-    from lightsweep.tracking.datasets import raw_format, to_raw
+    from lightsweep.tracking.datasets import to_raw
 
     root = tmp_path / "data"
     write_mnist_like(root / "MNIST" / "raw", n_train=200, n_test=50)
@@ -167,7 +180,8 @@ def test_raw_samples_are_recovered_exactly_from_the_normalised_images(make_cfg, 
         make_cfg("data=mnist", f"data.root={root}", "data.val_size=50", "data.local_copies=[]").data
     )
     datamodule.setup("fit")
-    assert raw_format(datamodule).describe() == "uint8 (N, 28, 28)"
+    assert datamodule.raw_format().describe() == "uint8 (N, 28, 28)"
+    assert datamodule.source() == ("local", {"uri": (root / "MNIST" / "raw").resolve().as_uri()})
     stored = MNIST(str(root), train=False).data.numpy()
     assert np.array_equal(to_raw(datamodule, datamodule.tensors["test"][0]), stored)
 

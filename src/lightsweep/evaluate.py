@@ -201,11 +201,9 @@ def _datamodule(cfg: DictConfig):
 
 def _check_fits(uri: str, info, datamodule, cfg: DictConfig) -> None:
     """The model's signature against the data set's samples and classes."""
-    from lightsweep.tracking.datasets import raw_format
-
     if info.signature is None:
         return  # a foreign model without one: predicting tells
-    fmt = raw_format(datamodule)
+    fmt = datamodule.raw_format()
     inputs, outputs = _tensor_spec(info.signature.inputs), _tensor_spec(info.signature.outputs)
     fix = f"pass the data set it was trained on (data=..., now data={_data_choice(cfg)})"
     if inputs is not None and (inputs[0] != fmt.dtype or tuple(inputs[1][1:]) != tuple(fmt.shape)):

@@ -75,9 +75,9 @@ class InputSpec:
 
     @classmethod
     def from_training(cls, datamodule, pl_module) -> InputSpec:
-        from lightsweep.tracking.datasets import raw_format, to_raw
+        from lightsweep.tracking.datasets import to_raw
 
-        fmt = raw_format(datamodule)
+        fmt = datamodule.raw_format()
         x = datamodule.tensors["val"][0][:EXAMPLE_ROWS]
         return cls(
             fmt.dtype,
