@@ -254,6 +254,7 @@ def _log_run(client, cfg, uri, info, logged, datamodule, x, y, probabilities, re
     from mlflow.entities import DatasetInput, InputTag, LoggedModelInput, Metric, Param
 
     from lightsweep import plots
+    from lightsweep.tracking.batches import log_batch
     from lightsweep.tracking.datasets import split_datasets
     from lightsweep.tracking.params import flatten, mask_secrets
     from lightsweep.tracking.run import create_run, tracked_run
@@ -288,9 +289,7 @@ def _log_run(client, cfg, uri, info, logged, datamodule, x, y, probabilities, re
             creating.release()
             data_params = flatten(mask_secrets(OmegaConf.to_container(cfg.data, resolve=True)), "data")
             params = [Param("model_uri", uri), Param("batch_size", str(cfg.batch_size))]
-            params += [Param(k, v) for k, v in data_params.items()]
-            for start in range(0, len(params), 100):
-                client.log_batch(run_id, params=params[start : start + 100])
+            log_batch(client, run_id, params=params + [Param(k, v) for k, v in data_params.items()])
             test = split_datasets(datamodule, data)["test"]
             client.log_inputs(
                 run_id,
@@ -303,8 +302,7 @@ def _log_run(client, cfg, uri, info, logged, datamodule, x, y, probabilities, re
                 Metric(k, v, now, 0, model_id=info.model_id, dataset_name=test.name, dataset_digest=test.digest)
                 for k, v in values.items()
             ]
-            for start in range(0, len(metrics), 1000):
-                client.log_batch(run_id, metrics=metrics[start : start + 1000])
+            log_batch(client, run_id, metrics=metrics)
             table = out / "per_class.csv"
             table.parent.mkdir(parents=True, exist_ok=True)
             with open(table, "w", newline="") as fh:

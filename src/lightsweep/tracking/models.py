@@ -273,6 +273,8 @@ def link_metrics(client, run_id: str, model_id: str, best_step: int, datasets: d
     """Link the run's metric points to the model (the same points: the run's history is unchanged)."""
     from mlflow.entities import Metric
 
+    from lightsweep.tracking.batches import log_batch
+
     points = []
     for key in (*BEST_KEYS, *FINAL_KEYS):
         history = client.get_metric_history(run_id, key)
@@ -294,8 +296,7 @@ def link_metrics(client, run_id: str, model_id: str, best_step: int, datasets: d
             for m in history
             if m.step == step
         ]
-    if points:
-        client.log_batch(run_id, metrics=points)
+    log_batch(client, run_id, metrics=points)
 
 
 def run_datasets(run) -> dict:
