@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> None:
     try:
         client = open_store(cfg.tracking_uri)
         chosen, sweep, model = choose(client, cfg)
-        from lightsweep.tracking.models import register, registry_name
+        from lightsweep.tracking.registry import register, registry_name
 
         run = chosen.run
         name = str(cfg.name or registry_name(run))
@@ -66,7 +66,8 @@ def choose(client, cfg: DictConfig):
     from mlflow.exceptions import MlflowException
 
     from lightsweep.sweeps.report import find_sweep
-    from lightsweep.tracking.models import Candidate, best_checkpoint, best_child, log_from_checkpoint, run_model
+    from lightsweep.tracking.best import Candidate, best_checkpoint, best_child
+    from lightsweep.tracking.logged_models import log_from_checkpoint, run_model
 
     if cfg.run is not None and cfg.sweep is not None:
         raise LightsweepError("pass either sweep= or run=, not both")

@@ -226,7 +226,7 @@ def _child(client, experiment_id, parent_id, job, val_acc, test_acc, status="FIN
 
 
 def test_best_child_is_chosen_by_validation_accuracy_at_its_best_checkpoint(tmp_path):
-    from lightsweep.tracking.models import best_child
+    from lightsweep.tracking.best import best_child
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment_id = client.create_experiment("sweep")
@@ -241,7 +241,7 @@ def test_best_child_is_chosen_by_validation_accuracy_at_its_best_checkpoint(tmp_
 
 
 def test_benchmark_best_is_among_its_final_seeded_runs(tmp_path):
-    from lightsweep.tracking.models import best_child
+    from lightsweep.tracking.best import best_child
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment_id = client.create_experiment("bench")
@@ -264,7 +264,8 @@ def test_model_from_the_best_checkpoint_then_registry_alias_and_evaluation(make_
     checkpoint; registering moves `champion`; evaluate.py's run is linked to the model."""
     import mlflow
 
-    from lightsweep.tracking.models import log_from_checkpoint, register, registry_name, run_model
+    from lightsweep.tracking.logged_models import log_from_checkpoint, run_model
+    from lightsweep.tracking.registry import register, registry_name
 
     uri = tracking_uri(tmp_path)
     first = train(make_cfg("model=softmax", "seed=1", "log_models=none"))
@@ -281,9 +282,16 @@ def test_model_from_the_best_checkpoint_then_registry_alias_and_evaluation(make_
 
     name = registry_name(run)
     assert name == "fashion_mnist-softmax"
-    v1 = register(client, run, model, name)
     other = client.get_run(second["run_id"])
-    v2 = register(client, other, run_model(client, other), name, extra_tags={"sweep": "s1"})
+    before, elsewhere = mlflow.get_tracking_uri(), f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(elsewhere)  # register() uses its client's store, whatever MLflow's default is
+    try:
+        v1 = register(client, run, model, name)
+        v2 = register(client, other, run_model(client, other), name, extra_tags={"sweep": "s1"})
+        assert mlflow.get_tracking_uri() == elsewhere  # and leaves the default as it was
+    finally:
+        mlflow.set_tracking_uri(before)
+    assert client.get_registered_model(name).description.startswith("lightsweep classifier")
     assert (str(v1.version), str(v2.version)) == ("1", "2")
     assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
     assert {str(v.version) for v in client.search_model_versions(f"name = '{name}'")} == {"1", "2"}  # v1 stays

@@ -130,7 +130,7 @@ def test_the_payload_writes_a_file_through_plain_hydra(tmp_path):
 
 def test_a_crafted_stored_config_is_refused_before_anything_is_built(modelless_run, tmp_path):
     from lightsweep.allowlist import UntrustedConfig
-    from lightsweep.tracking.models import log_from_checkpoint
+    from lightsweep.tracking.logged_models import log_from_checkpoint
 
     client, run = modelless_run
     marker = tmp_path / "site-packages" / "evil.pth"
@@ -166,7 +166,7 @@ def test_the_model_is_built_from_the_uploaded_checkpoint_not_a_path_the_config_n
     import mlflow
     import numpy as np
 
-    from lightsweep.tracking.models import log_from_checkpoint
+    from lightsweep.tracking.logged_models import log_from_checkpoint
 
     client, run = modelless_run
     (uploaded,) = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
@@ -221,7 +221,8 @@ def test_evaluate_takes_a_models_stored_task_as_data_only(tmp_path, monkeypatch,
     from lightsweep.errors import LightsweepError
     from lightsweep.evaluate import evaluate
     from lightsweep.models.networks import LinearNet
-    from lightsweep.tracking.models import InputSpec, log_model
+    from lightsweep.tracking.logged_models import log_model
+    from lightsweep.tracking.serving import InputSpec
     from lightsweep.tracking.store import ensure_experiment, open_store
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

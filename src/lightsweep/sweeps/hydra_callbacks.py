@@ -188,7 +188,7 @@ class MLflowSweepCallback(Callback):
 
         from lightsweep import allowlist
         from lightsweep.errors import LightsweepError
-        from lightsweep.tracking.models import sweep_best_model_at
+        from lightsweep.tracking.logged_models import sweep_best_model_at
 
         mode = str(config.get("log_models", "best"))
         register = f"python pipelines/register.py sweep={parent_run_id}"
