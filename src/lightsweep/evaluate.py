@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import logging
 import re
-import signal
-import sys
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-import lightsweep.resolvers  # noqa: F401  (conf/ uses them)
 from lightsweep import interrupts
-from lightsweep.config import project_root
+from lightsweep.entry import command
 from lightsweep.errors import LightsweepError
 
 log = logging.getLogger("lightsweep")
@@ -330,27 +326,10 @@ def _log_run(client, cfg, uri, info, logged, datamodule, x, y, probabilities, re
 # --- the command line ------------------------------------------------------------------------------
 
 
+@command("evaluate")
 def task(cfg: DictConfig) -> dict[str, float]:
-    try:
-        return evaluate(cfg)
-    except LightsweepError as err:
-        import os
-
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return evaluate(cfg)
 
 
-main = hydra.main(version_base="1.3", config_path=str(project_root() / "conf"), config_name="evaluate")(task)
-
-
-def run() -> None:
-    """`python evaluate.py ...`: Ctrl-C and SIGTERM end the evaluation run KILLED, exit 130/143."""
-    with interrupts.handled():
-        try:
-            main()
-        except KeyboardInterrupt as err:
-            name = interrupts.interruption(err) or "SIGINT"
-            print(f"interrupted ({name}): stopped", file=sys.stderr)
-            raise SystemExit(128 + signal.Signals[name].value) from None
+# `python evaluate.py ...`: Ctrl-C and SIGTERM end the evaluation run KILLED, exit 130/143.
+run = task.run
