@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from helpers import FAST, compose_config
 from hydra.core.global_hydra import GlobalHydra
+
+# The tests train tiny models: one torch CPU thread each (helpers.cli_env sets the same for the CLI's
+# processes). A second thread only adds a hand-off to every small op, and on a machine whose cores are
+# busy each hand-off waits for a core: a few-second run takes four times as long.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

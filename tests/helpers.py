@@ -107,8 +107,9 @@ TINY = [
 
 
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """The environment of a CLI run: the store in tmp_path/store, short errors (no HYDRA_FULL_ERROR)."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/store/mlflow.db"}
+    """The environment of a CLI run: the store in tmp_path/store, short errors (no HYDRA_FULL_ERROR), one
+    torch thread (tiny models: see conftest)."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/store/mlflow.db", "OMP_NUM_THREADS": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
     return {**env, **extra}
 
