@@ -133,6 +133,62 @@ def run_sweep(tmp_path: Path, *overrides: str, timeout: int = 600, env: dict | N
     return run_cli(tmp_path, *QUIET, *overrides, timeout=timeout, env=env, script=("train.py", "-m"))
 
 
+def command_run(script: str):
+    """What `python <script>` calls: the command's `run()` (lightsweep.entry)."""
+    if script == "train.py":
+        from lightsweep.cli import run
+    elif script == "evaluate.py":
+        from lightsweep.evaluate import run
+    else:  # pipelines/ is not a package: the script as a module
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(f"lightsweep_script_{Path(script).stem}", ROOT / script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        run = module.main.run
+    return run
+
+
+def run_in_process(
+    tmp_path: Path, *overrides: str, env: dict | None = None, script: tuple = ("train.py",)
+) -> subprocess.CompletedProcess:
+    """`run_cli` in this process: the command's `run()` with the argv and environment `run_cli` gives
+    its process (the same code from parsing the command line on, without a new interpreter's imports),
+    for tests of what a command does rather than of its process (signals, start-up, the shell).
+    Returns the exit code and what the command printed (not its worker processes: they print to the
+    test's own output)."""
+    import contextlib
+    import io
+
+    from lightsweep import startup
+
+    argv = [script[0], *script[1:], f"paths.log_dir={tmp_path}/outputs", *overrides]
+    saved = (sys.argv, dict(os.environ), startup.pause_gc)
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        sys.argv = argv
+        os.environ.clear()
+        os.environ.update(env or cli_env(tmp_path))
+        startup.pause_gc = lambda: None  # (the collector stays on in the test process)
+        GlobalHydra.instance().clear()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            command_run(script[0])()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.argv, environ, startup.pause_gc = saved
+        os.environ.clear()
+        os.environ.update(environ)
+        GlobalHydra.instance().clear()
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+def sweep_in_process(tmp_path: Path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`run_sweep` in this process (see `run_in_process`)."""
+    return run_in_process(tmp_path, *QUIET, *overrides, env=env, script=("train.py", "-m"))
+
+
 def sweep_runs(tmp_path: Path, experiment_name: str = "lightsweep"):
     """(client, parents, children, all runs) of one experiment of the tmp_path store."""
     client = store(tmp_path)

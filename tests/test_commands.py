@@ -3,41 +3,21 @@
 exit 2, keep the traceback with HYDRA_FULL_ERROR=1, and exit 130/143 on Ctrl-C/SIGTERM.
 
 In process: each command's `run()` parses sys.argv, composes its config and calls its task as its
-script does (the subprocess contract of `python train.py` is tests/reliability/test_bad_input.py's).
+script does (helpers.command_run; the subprocess contract of `python train.py` is
+tests/reliability/test_bad_input.py's).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import sys
 
 import pytest
-from helpers import ROOT
+from helpers import command_run
 from hydra.core.global_hydra import GlobalHydra
 
 from lightsweep.errors import LightsweepError
-
-
-def load_script(path: str):
-    """A pipeline script as a module (pipelines/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"lightsweep_test_{path.replace('/', '_')[:-3]}", ROOT / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def command_run(name: str):
-    """`run()` of a command: what `python <script> <args>` calls."""
-    if name == "train.py":
-        from lightsweep.cli import run
-    elif name == "evaluate.py":
-        from lightsweep.evaluate import run
-    else:
-        run = load_script(name).main.run
-    return run
-
 
 # (script, overrides that make it refuse, what the one line says)
 REFUSALS = [

@@ -1,5 +1,6 @@
 """No run is ever left RUNNING, whatever raises: faults injected through the config (inject.FailAt),
-in-process for one run, in a real CLI sweep for the jobs of a sweep."""
+in-process for one run and for the jobs of a sweep (`python train.py -m`'s entry, helpers.sweep_in_process);
+a sweep's own process interrupted by a signal."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from helpers import (
     all_runs,
     cli_env,
     cli_error,
-    run_sweep,
+    sweep_in_process,
     sweep_runs,
     tracking_uri,
 )
@@ -51,7 +52,7 @@ def test_jobs_failing_in_any_way_fail_their_runs_and_the_sweep_goes_on(tmp_path)
     """One sweep whose jobs fail three ways, then one that works: a diverging lr, a bad value (validated
     inside the job, not while Hydra composes, which would abort the launcher) and a bug after training
     are each a FAILED child with its reason; the job after them runs; the sweep exits 1."""
-    result = run_sweep(
+    result = sweep_in_process(
         tmp_path,
         "model=mlp",
         "optimizer=sgd",
