@@ -54,6 +54,36 @@ def tracking_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
 
 
+_EMPTY_STORE: list[Path] = []
+
+
+def seed_store(db: Path) -> None:
+    """Put an empty MLflow store at `db` (unless one is there): a copy of one this process created once.
+    Creating a store (MLflow's schema and its migrations) takes seconds, in every test that tracks; the
+    tests that train in this process (`make_cfg`, `run_in_process`) start from an existing store instead,
+    as most runs do. A store created from nothing: the CLI's processes (`run_cli`, `run_sweep`), and the
+    runs the tests point at another store (tests/reliability/test_bad_input.py)."""
+    import atexit
+    import shutil
+    import sqlite3
+    import tempfile
+
+    if db.exists():
+        return
+    if not _EMPTY_STORE:
+        from lightsweep.tracking.store import open_store
+
+        folder = Path(tempfile.mkdtemp(prefix="lightsweep-tests-store-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        open_store(f"sqlite:///{folder / 'created.db'}")
+        # One consistent file (the store is in WAL mode: part of it may still be in the -wal file).
+        with sqlite3.connect(folder / "created.db") as created, sqlite3.connect(folder / "mlflow.db") as empty:
+            created.backup(empty)
+        _EMPTY_STORE.append(folder / "mlflow.db")
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_EMPTY_STORE[0], db)
+
+
 def write_idx(path: Path, array: torch.Tensor, compress: bool = False) -> None:
     """Write an IDX file (the MNIST format): magic, dims, big-endian uint8 payload."""
     dims = tuple(array.shape)
@@ -170,6 +200,8 @@ def run_in_process(
         sys.argv = argv
         os.environ.clear()
         os.environ.update(env or cli_env(tmp_path))
+        if os.environ["MLFLOW_TRACKING_URI"] == cli_env(tmp_path)["MLFLOW_TRACKING_URI"]:
+            seed_store(tmp_path / "store" / "mlflow.db")
         startup.pause_gc = lambda: None  # (the collector stays on in the test process)
         GlobalHydra.instance().clear()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
