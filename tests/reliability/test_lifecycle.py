@@ -17,6 +17,7 @@ from helpers import (
     all_runs,
     cli_env,
     cli_error,
+    seed_store,
     sweep_in_process,
     sweep_runs,
     tracking_uri,
@@ -87,16 +88,19 @@ def test_jobs_failing_in_any_way_fail_their_runs_and_the_sweep_goes_on(tmp_path)
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_sweep_leaves_nothing_running(tmp_path, stop):
+    """A sweep's own process: the signal comes after the first job's first epoch (of 1000: it would run
+    for minutes), on a store that exists (helpers.seed_store)."""
+    seed_store(tmp_path / "store" / "mlflow.db")
     process = subprocess.Popen(
         [
             PYTHON,
             "train.py",
             "-m",
             f"paths.log_dir={tmp_path}/outputs",
+            "data=digits",
             "optimizer=sgd,adam",
             *QUIET,
-            "trainer.max_epochs=50",
-            "trainer.limit_train_batches=20",
+            "trainer.max_epochs=1000",
             "trainer.limit_val_batches=1",
         ],
         cwd=ROOT,
