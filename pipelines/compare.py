@@ -6,32 +6,24 @@ plots) to a folder and logs it to the sweep's parent run under `report/`.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-import lightsweep.resolvers  # noqa: F401  (conf/ uses them)
-from lightsweep.config import project_root
-from lightsweep.errors import LightsweepError
+from lightsweep.entry import command
 
 
-@hydra.main(version_base="1.3", config_path=str(project_root() / "conf"), config_name="compare")
+@command("compare")
 def main(cfg: DictConfig) -> None:
     from lightsweep.sweeps.report import find_sweep, publish_report
     from lightsweep.tracking.store import open_store, ui_command
 
-    try:
-        client = open_store(cfg.tracking_uri)
-        parent_run_id = find_sweep(client, str(cfg.sweep), cfg.experiment_name)
-        folder = Path(cfg.output_dir or Path(cfg.paths.log_dir) / "reports" / parent_run_id)
-        publish_report(client, parent_run_id, folder, cfg.target_acc)
-    except LightsweepError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    client = open_store(cfg.tracking_uri)
+    parent_run_id = find_sweep(client, str(cfg.sweep), cfg.experiment_name)
+    folder = Path(cfg.output_dir or Path(cfg.paths.log_dir) / "reports" / parent_run_id)
+    publish_report(client, parent_run_id, folder, cfg.target_acc)
     print(f"Logged to parent run {parent_run_id}. Review it: {ui_command(cfg.tracking_uri)}")
 
 
 if __name__ == "__main__":
-    main()
+    main.run()

@@ -11,43 +11,32 @@ target it names (`allowed_targets=[...]` adds to that list).
 
 from __future__ import annotations
 
-import sys
-
-import hydra
 from omegaconf import DictConfig
 
-import lightsweep.resolvers  # noqa: F401  (conf/ uses them)
-from lightsweep.config import project_root
+from lightsweep.entry import command
 from lightsweep.errors import LightsweepError
 
 
-@hydra.main(version_base="1.3", config_path=str(project_root() / "conf"), config_name="register")
+@command("register")
 def main(cfg: DictConfig) -> None:
     from mlflow.exceptions import MlflowException
 
+    from lightsweep.tracking.registry import register, registry_name
     from lightsweep.tracking.store import open_store
 
     try:
         client = open_store(cfg.tracking_uri)
         chosen, sweep, model = choose(client, cfg)
-        from lightsweep.tracking.models import register, registry_name
-
         run = chosen.run
         name = str(cfg.name or registry_name(run))
         extra = {"selected_by": "val/acc at the best checkpoint", "val_acc_best_checkpoint": repr(chosen.best.val_acc)}
         if sweep is not None:
             extra.update({"sweep": sweep.info.run_id, "sweep_id": sweep.data.tags.get("lightsweep.sweep_id", "")})
         version = register(client, run, model, name, str(cfg.alias), extra)
-    except LightsweepError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
     except MlflowException as err:  # the registry refused (a name it does not allow, permissions)
-        print(
-            f"error: the MLflow registry refused: {str(err).splitlines()[0]}: check name= and your "
-            "permissions on the server",
-            file=sys.stderr,
-        )
-        raise SystemExit(2) from None
+        raise LightsweepError(
+            f"the MLflow registry refused: {str(err).splitlines()[0]}: check name= and your permissions on the server"
+        ) from None
     test = run.data.metrics.get("test/acc")
     print(
         f"Registered {name} version {version.version}: run {run.info.run_name} ({run.info.run_id}), "
@@ -66,7 +55,8 @@ def choose(client, cfg: DictConfig):
     from mlflow.exceptions import MlflowException
 
     from lightsweep.sweeps.report import find_sweep
-    from lightsweep.tracking.models import Candidate, best_checkpoint, best_child, log_from_checkpoint, run_model
+    from lightsweep.tracking.best import Candidate, best_checkpoint, best_child
+    from lightsweep.tracking.logged_models import log_from_checkpoint, run_model
 
     if cfg.run is not None and cfg.sweep is not None:
         raise LightsweepError("pass either sweep= or run=, not both")
@@ -117,4 +107,4 @@ def describe_store(cfg: DictConfig) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    main.run()

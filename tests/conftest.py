@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import pytest
-from helpers import FAST, compose_config
+import torch
+from helpers import FAST, compose_config, seed_store
 from hydra.core.global_hydra import GlobalHydra
+
+# The tests train tiny models: one torch CPU thread each (helpers.cli_env sets the same for the CLI's
+# processes). A second thread only adds a hand-off to every small op, and on a machine whose cores are
+# busy each hand-off waits for a core: a few-second run takes four times as long.
+torch.set_num_threads(1)
 
 
 @pytest.fixture
 def make_cfg(tmp_path, monkeypatch):
+    """The config of `python train.py <FAST> <overrides>`, outputs in tmp_path/out, its store (an empty
+    one to start from: helpers.seed_store) tmp_path/mlruns/mlflow.db."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    seed_store(tmp_path / "mlruns" / "mlflow.db")
 
     def make(*overrides: str, fast: bool = True):
         return compose_config([*(FAST if fast else []), *overrides], tmp_path)

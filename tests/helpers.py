@@ -54,6 +54,36 @@ def tracking_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
 
 
+_EMPTY_STORE: list[Path] = []
+
+
+def seed_store(db: Path) -> None:
+    """Put an empty MLflow store at `db` (unless one is there): a copy of one this process created once.
+    Creating a store (MLflow's schema and its migrations) takes seconds, in every test that tracks; the
+    tests that train in this process (`make_cfg`, `run_in_process`) start from an existing store instead,
+    as most runs do. A store created from nothing: the CLI's processes (`run_cli`, `run_sweep`), and the
+    runs the tests point at another store (tests/reliability/test_bad_input.py)."""
+    import atexit
+    import shutil
+    import sqlite3
+    import tempfile
+
+    if db.exists():
+        return
+    if not _EMPTY_STORE:
+        from lightsweep.tracking.store import open_store
+
+        folder = Path(tempfile.mkdtemp(prefix="lightsweep-tests-store-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        open_store(f"sqlite:///{folder / 'created.db'}")
+        # One consistent file (the store is in WAL mode: part of it may still be in the -wal file).
+        with sqlite3.connect(folder / "created.db") as created, sqlite3.connect(folder / "mlflow.db") as empty:
+            created.backup(empty)
+        _EMPTY_STORE.append(folder / "mlflow.db")
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_EMPTY_STORE[0], db)
+
+
 def write_idx(path: Path, array: torch.Tensor, compress: bool = False) -> None:
     """Write an IDX file (the MNIST format): magic, dims, big-endian uint8 payload."""
     dims = tuple(array.shape)
@@ -107,8 +137,9 @@ TINY = [
 
 
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """The environment of a CLI run: the store in tmp_path/store, short errors (no HYDRA_FULL_ERROR)."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/store/mlflow.db"}
+    """The environment of a CLI run: the store in tmp_path/store, short errors (no HYDRA_FULL_ERROR), one
+    torch thread (tiny models: see conftest)."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/store/mlflow.db", "OMP_NUM_THREADS": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
     return {**env, **extra}
 
@@ -130,6 +161,64 @@ def run_cli(
 def run_sweep(tmp_path: Path, *overrides: str, timeout: int = 600, env: dict | None = None):
     """`python train.py -m <overrides>` (quiet), store and outputs in tmp_path."""
     return run_cli(tmp_path, *QUIET, *overrides, timeout=timeout, env=env, script=("train.py", "-m"))
+
+
+def command_run(script: str):
+    """What `python <script>` calls: the command's `run()` (lightsweep.entry)."""
+    if script == "train.py":
+        from lightsweep.cli import run
+    elif script == "evaluate.py":
+        from lightsweep.evaluate import run
+    else:  # pipelines/ is not a package: the script as a module
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(f"lightsweep_script_{Path(script).stem}", ROOT / script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        run = module.main.run
+    return run
+
+
+def run_in_process(
+    tmp_path: Path, *overrides: str, env: dict | None = None, script: tuple = ("train.py",)
+) -> subprocess.CompletedProcess:
+    """`run_cli` in this process: the command's `run()` with the argv and environment `run_cli` gives
+    its process (the same code from parsing the command line on, without a new interpreter's imports),
+    for tests of what a command does rather than of its process (signals, start-up, the shell).
+    Returns the exit code and what the command printed (not its worker processes: they print to the
+    test's own output)."""
+    import contextlib
+    import io
+
+    from lightsweep import startup
+
+    argv = [script[0], *script[1:], f"paths.log_dir={tmp_path}/outputs", *overrides]
+    saved = (sys.argv, dict(os.environ), startup.pause_gc)
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        sys.argv = argv
+        os.environ.clear()
+        os.environ.update(env or cli_env(tmp_path))
+        if os.environ["MLFLOW_TRACKING_URI"] == cli_env(tmp_path)["MLFLOW_TRACKING_URI"]:
+            seed_store(tmp_path / "store" / "mlflow.db")
+        startup.pause_gc = lambda: None  # (the collector stays on in the test process)
+        GlobalHydra.instance().clear()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            command_run(script[0])()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.argv, environ, startup.pause_gc = saved
+        os.environ.clear()
+        os.environ.update(environ)
+        GlobalHydra.instance().clear()
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+def sweep_in_process(tmp_path: Path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`run_sweep` in this process (see `run_in_process`)."""
+    return run_in_process(tmp_path, *QUIET, *overrides, env=env, script=("train.py", "-m"))
 
 
 def sweep_runs(tmp_path: Path, experiment_name: str = "lightsweep"):

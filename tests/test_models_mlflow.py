@@ -132,9 +132,17 @@ def test_a_binary_model_outputs_the_positive_class_probability(make_cfg, tmp_pat
     assert ((p > 0.5) == labels).mean() == pytest.approx(metrics["test/acc"], abs=1e-3)
 
 
-@pytest.mark.parametrize("data, inputs", [("xor", (-1, 2)), ("digits", (-1, 64))])
-def test_float_feature_sets_take_their_features(make_cfg, tmp_path, data, inputs):
-    """digits and xor store float features (xor standardised per feature): same predictions as the run."""
+@pytest.mark.parametrize(
+    "data, inputs, source",
+    [
+        ("xor", (-1, 2), "lightsweep.data.sklearn_sets.make_xor(n_samples=2000, noise=0.25, random_state=0)"),
+        ("digits", (-1, 64), "sklearn.datasets._base.load_digits(return_X_y=True)"),
+    ],
+    ids=["xor", "digits"],
+)
+def test_float_feature_sets_take_their_features(make_cfg, tmp_path, data, inputs, source):
+    """digits and xor store float features (xor standardised per feature): same predictions as the run;
+    their data sets' source is the code that made them, as their data module says."""
     import mlflow
 
     from lightsweep.build import instantiate
@@ -152,6 +160,11 @@ def test_float_feature_sets_take_their_features(make_cfg, tmp_path, data, inputs
     x, y = datamodule.tensors["test"]
     p = pyfunc.predict(to_raw(datamodule, x))
     assert (p.argmax(axis=1) == y.numpy()).mean() == pytest.approx(metrics["test/acc"], abs=1e-3)
+    assert datamodule.raw_format().describe() == f"float32 (N, {inputs[1]})"
+    run = client.get_run(metrics["run_id"])
+    for item in run.inputs.dataset_inputs:
+        assert (item.dataset.source_type, json.loads(item.dataset.source)) == datamodule.source()
+        assert datamodule.source() == ("code", {"tags": {"mlflow.source.name": source}})
 
 
 def test_raw_samples_are_recovered_exactly_from_the_normalised_images(make_cfg, tmp_path):
@@ -159,7 +172,7 @@ def test_raw_samples_are_recovered_exactly_from_the_normalised_images(make_cfg, 
     from hydra.utils import instantiate
     from torchvision.datasets import MNIST
 
-    from lightsweep.tracking.datasets import raw_format, to_raw
+    from lightsweep.tracking.datasets import to_raw
 
     root = tmp_path / "data"
     write_mnist_like(root / "MNIST" / "raw", n_train=200, n_test=50)
@@ -167,7 +180,8 @@ def test_raw_samples_are_recovered_exactly_from_the_normalised_images(make_cfg, 
         make_cfg("data=mnist", f"data.root={root}", "data.val_size=50", "data.local_copies=[]").data
     )
     datamodule.setup("fit")
-    assert raw_format(datamodule).describe() == "uint8 (N, 28, 28)"
+    assert datamodule.raw_format().describe() == "uint8 (N, 28, 28)"
+    assert datamodule.source() == ("local", {"uri": (root / "MNIST" / "raw").resolve().as_uri()})
     stored = MNIST(str(root), train=False).data.numpy()
     assert np.array_equal(to_raw(datamodule, datamodule.tensors["test"][0]), stored)
 
@@ -212,7 +226,7 @@ def _child(client, experiment_id, parent_id, job, val_acc, test_acc, status="FIN
 
 
 def test_best_child_is_chosen_by_validation_accuracy_at_its_best_checkpoint(tmp_path):
-    from lightsweep.tracking.models import best_child
+    from lightsweep.tracking.best import best_child
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment_id = client.create_experiment("sweep")
@@ -227,7 +241,7 @@ def test_best_child_is_chosen_by_validation_accuracy_at_its_best_checkpoint(tmp_
 
 
 def test_benchmark_best_is_among_its_final_seeded_runs(tmp_path):
-    from lightsweep.tracking.models import best_child
+    from lightsweep.tracking.best import best_child
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment_id = client.create_experiment("bench")
@@ -250,7 +264,8 @@ def test_model_from_the_best_checkpoint_then_registry_alias_and_evaluation(make_
     checkpoint; registering moves `champion`; evaluate.py's run is linked to the model."""
     import mlflow
 
-    from lightsweep.tracking.models import log_from_checkpoint, register, registry_name, run_model
+    from lightsweep.tracking.logged_models import log_from_checkpoint, run_model
+    from lightsweep.tracking.registry import register, registry_name
 
     uri = tracking_uri(tmp_path)
     first = train(make_cfg("model=softmax", "seed=1", "log_models=none"))
@@ -267,9 +282,16 @@ def test_model_from_the_best_checkpoint_then_registry_alias_and_evaluation(make_
 
     name = registry_name(run)
     assert name == "fashion_mnist-softmax"
-    v1 = register(client, run, model, name)
     other = client.get_run(second["run_id"])
-    v2 = register(client, other, run_model(client, other), name, extra_tags={"sweep": "s1"})
+    before, elsewhere = mlflow.get_tracking_uri(), f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(elsewhere)  # register() uses its client's store, whatever MLflow's default is
+    try:
+        v1 = register(client, run, model, name)
+        v2 = register(client, other, run_model(client, other), name, extra_tags={"sweep": "s1"})
+        assert mlflow.get_tracking_uri() == elsewhere  # and leaves the default as it was
+    finally:
+        mlflow.set_tracking_uri(before)
+    assert client.get_registered_model(name).description.startswith("lightsweep classifier")
     assert (str(v1.version), str(v2.version)) == ("1", "2")
     assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
     assert {str(v.version) for v in client.search_model_versions(f"name = '{name}'")} == {"1", "2"}  # v1 stays

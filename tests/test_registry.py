@@ -236,7 +236,7 @@ def test_a_full_run_model_scores_its_test_accuracy_in_a_fresh_process(tmp_path):
 @pytest.mark.parametrize(
     "moment",
     [
-        "lightsweep.tracking.models:log_model",  # about to log the model (after the test and the plots)
+        "lightsweep.tracking.logged_models:log_model",  # about to log the model (after the test and the plots)
         "mlflow.tracking:MlflowClient.log_model_artifacts",  # the model's upload: a PENDING model exists
         "mlflow.tracking:MlflowClient.finalize_logged_model",  # uploaded and linked, not yet READY
     ],

@@ -1,4 +1,10 @@
-"""Hydra multirun -> MLflow parent/child runs -> comparison report, with real processes and stores."""
+"""Hydra multirun -> MLflow parent/child runs -> comparison report, with real stores.
+
+The fast tier's sweeps run in this process (helpers.sweep_in_process: `python train.py -m`'s own entry
+with its argv and environment, without a new interpreter's imports); joblib's jobs still run in worker
+processes. A sweep as its own process (signals, exit status): reliability/test_lifecycle.py; the slow
+tier's sweeps here run as the CLI.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,9 @@ from helpers import (
     artifact_paths,
     cli_env,
     everything_logged,
-    run_cli,
+    run_in_process,
     run_sweep,
+    sweep_in_process,
     sweep_runs,
 )
 from helpers import SWEEP_FAST as FAST
@@ -21,7 +28,9 @@ from lightsweep.sweeps.report import find_sweep
 
 def test_optimizer_sweep_lands_as_parent_with_children_and_report(tmp_path):
     env = cli_env(tmp_path, **SECRET_ENV)  # secrets in the environment and the config: none is logged
-    result = run_sweep(tmp_path, "model=softmax", "optimizer=sgd,momentum,adam", *SECRET_OVERRIDES, *FAST, env=env)
+    result = sweep_in_process(
+        tmp_path, "model=softmax", "optimizer=sgd,momentum,adam", *SECRET_OVERRIDES, *FAST, env=env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client, parents, children, runs = sweep_runs(tmp_path)
     assert len(parents) == 1 and len(children) == 3 and len(runs) == 4  # nothing outside the sweep
@@ -73,7 +82,7 @@ def test_optimizer_sweep_lands_as_parent_with_children_and_report(tmp_path):
 
 
 def test_optuna_search_trials_are_children_of_one_parent(tmp_path):
-    result = run_sweep(
+    result = sweep_in_process(
         tmp_path,
         "hparams_search=lr_optuna",
         "model=softmax",
@@ -96,7 +105,7 @@ def test_optuna_search_trials_are_children_of_one_parent(tmp_path):
 def test_optuna_study_survives_failed_trials(tmp_path):
     # Every trial fails (an unknown optimizer argument): the study still ends, each trial scored 0.0;
     # a sweep where every job fails fails its parent.
-    result = run_sweep(
+    result = sweep_in_process(
         tmp_path,
         "hparams_search=lr_optuna",
         "+optimizer.bogus=1",
@@ -158,7 +167,7 @@ def test_a_failed_report_fails_the_parent_and_the_compare_pipeline_rebuilds_it(t
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     (sweep / "report").write_text("a file where the report folder goes")
-    result = run_sweep(
+    result = sweep_in_process(
         tmp_path,
         "optimizer=sgd,adam",
         "hydra/launcher=joblib",
@@ -181,7 +190,7 @@ def test_a_failed_report_fails_the_parent_and_the_compare_pipeline_rebuilds_it(t
 
     command = f"python pipelines/compare.py sweep={parent}"
     assert f"rebuild it with `{command}`" in result.stderr
-    rebuilt = run_cli(tmp_path, "target_acc=0.5", script=tuple(command.split()[1:]))
+    rebuilt = run_in_process(tmp_path, "target_acc=0.5", script=tuple(command.split()[1:]))
     assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
     folder = tmp_path / "outputs" / "reports" / parent
     assert (folder / "report.html").is_file()
@@ -190,7 +199,7 @@ def test_a_failed_report_fails_the_parent_and_the_compare_pipeline_rebuilds_it(t
 
     assert f"Logged to parent run {parent}" in rebuilt.stdout
     assert find_sweep(client, "latest", None) == find_sweep(client, "latest", "lightsweep") == parent
-    bad = run_cli(tmp_path, "experiment_name=nope", script=("pipelines/compare.py", "sweep=latest"))
+    bad = run_in_process(tmp_path, "experiment_name=nope", script=("pipelines/compare.py", "sweep=latest"))
     assert bad.returncode == 2 and bad.stderr.startswith("error: no MLflow experiment named 'nope'")
 
 
@@ -235,7 +244,7 @@ def failed_jobs(client, parent) -> list[dict]:
 def test_a_job_that_fails_before_its_run_exists_counts(tmp_path):
     """`seed=???` (a placeholder left in the grid) fails job 1 while its run is named, before it exists:
     the summary line, the parent (tag and failed_jobs.json) and the exit code count it."""
-    result = run_sweep(tmp_path, "data=iris", "seed=1,???", *TINY)
+    result = sweep_in_process(tmp_path, "data=iris", "seed=1,???", *TINY)
     assert result.returncode == 1, result.stderr[-3000:]
     assert "2 jobs, 1 failed (0 diverged)" in result.stdout
     client, (parent,), children, _ = sweep_runs(tmp_path)

@@ -28,7 +28,7 @@ from helpers import (
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from lightsweep.tracking.models import run_model
+from lightsweep.tracking.logged_models import run_model
 from lightsweep.train import train
 from lightsweep.vectorized.group import group_key, prepare, train_group
 

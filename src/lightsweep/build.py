@@ -31,7 +31,7 @@ def build_callbacks(cfg: DictConfig, tested: bool = True) -> list:
     from lightsweep.callbacks import EpochHistory, ProcessGroupExit, RandomState, RunArtifacts, SignalCheck
     from lightsweep.callbacks.pruning import trial_pruning
     from lightsweep.sweeps.context import current_job
-    from lightsweep.tracking.models import logs_own_model
+    from lightsweep.tracking.logged_models import logs_own_model
     from lightsweep.tracking.setup import hydra_choices
 
     callbacks = [

@@ -2,25 +2,20 @@
 `train(cfg)` does the work.
 
 Errors the user can fix (LightsweepError) are printed as one line; the exit code is 2. Ctrl-C and
-SIGTERM, at any moment of a run or a sweep, exit 130 and 143.
+SIGTERM, at any moment of a run or a sweep, exit 130 and 143 (lightsweep.entry, as every command);
+in a sweep a failed job fails its run and the others go on (`guarded`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import sys
 import warnings
 
-import hydra
 from omegaconf import DictConfig
 
-import lightsweep.resolvers  # noqa: F401  (conf/ uses them)
 from lightsweep import interrupts
-from lightsweep.config import project_root
-from lightsweep.errors import LightsweepError
-from lightsweep.startup import pause_gc
+from lightsweep.entry import command, exit_code
 
 log = logging.getLogger("lightsweep")
 
@@ -31,6 +26,7 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 warnings.filterwarnings("ignore", message=r"The `srun` command is available")
 
 
+@command("config", pause_gc=True)
 def task(cfg: DictConfig):
     """One run, or one job of a sweep. Returns `cfg.optimized_metric` (for Optuna) or all metrics."""
     from lightsweep.train import train
@@ -40,8 +36,9 @@ def task(cfg: DictConfig):
 
 def guarded(cfg: DictConfig, work, sweeping: bool | None = None):
     """`work(cfg)` with the command line's handling of what goes wrong: a signal exits 130/143 (the run
-    is KILLED); a user error exits 2 in one line; in a sweep a failed job returns {"failed": reason}
-    (its run is FAILED) so that the other jobs, the report and an Optuna study go on.
+    is KILLED); in a single run an error goes up (a user error becomes one line, exit 2, in the
+    command's entry); in a sweep a failed job returns {"failed": reason} (its run is FAILED) so that
+    the other jobs, the report and an Optuna study go on.
 
     One job's call (`sweeping` not given: Hydra's config is that job's) records its failure in the
     sweep dir (sweeps.failures), so that the sweep counts it even if it failed before its run existed."""
@@ -65,12 +62,9 @@ def guarded(cfg: DictConfig, work, sweeping: bool | None = None):
                 f"interrupted ({signal_name}): the run is marked KILLED, its checkpoints are kept; {then}",
                 file=sys.stderr,
             )
-            raise SystemExit(_exit_code(signal_name)) from None
+            raise SystemExit(exit_code(signal_name)) from None
         if not sweeping:
-            if not isinstance(err, LightsweepError) or os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise  # a bug, or asked for: keep the traceback
-            print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
+            raise  # a user error is one line (lightsweep.entry); a bug keeps its traceback
         log.error("job failed: %s: %s", type(err).__name__, err)
         print(f"job failed: {err}", file=sys.stderr)
         if one_job:
@@ -98,24 +92,9 @@ def for_sweeper(cfg: DictConfig, result):
     return value(objective)
 
 
-main = hydra.main(version_base="1.3", config_path=str(project_root() / "conf"), config_name="config")(task)
-
-
-def run() -> None:
-    """`python train.py ...` and the `lightsweep` console script: `main()` with Ctrl-C and SIGTERM
-    handled from the first moment (composing, between a sweep's jobs, in its report) to the last."""
-    pause_gc()  # see lightsweep.startup: imports run faster without collections
-    with interrupts.handled():
-        try:
-            main()
-        except KeyboardInterrupt as err:  # outside a run (a run's own are handled in `task`)
-            name = interrupts.interruption(err) or "SIGINT"
-            print(f"interrupted ({name}): stopped", file=sys.stderr)
-            raise SystemExit(_exit_code(name)) from None
-
-
-def _exit_code(signal_name: str) -> int:
-    return 128 + signal.Signals[signal_name].value
+# `python train.py ...` and the `lightsweep` console script: Ctrl-C and SIGTERM are handled from the
+# first moment (composing, between a sweep's jobs, in its report) to the last.
+run = task.run
 
 
 if __name__ == "__main__":

@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import logging
 import re
-import signal
-import sys
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-import lightsweep.resolvers  # noqa: F401  (conf/ uses them)
 from lightsweep import interrupts
-from lightsweep.config import project_root
+from lightsweep.entry import command
 from lightsweep.errors import LightsweepError
 
 log = logging.getLogger("lightsweep")
@@ -201,11 +197,9 @@ def _datamodule(cfg: DictConfig):
 
 def _check_fits(uri: str, info, datamodule, cfg: DictConfig) -> None:
     """The model's signature against the data set's samples and classes."""
-    from lightsweep.tracking.datasets import raw_format
-
     if info.signature is None:
         return  # a foreign model without one: predicting tells
-    fmt = raw_format(datamodule)
+    fmt = datamodule.raw_format()
     inputs, outputs = _tensor_spec(info.signature.inputs), _tensor_spec(info.signature.outputs)
     fix = f"pass the data set it was trained on (data=..., now data={_data_choice(cfg)})"
     if inputs is not None and (inputs[0] != fmt.dtype or tuple(inputs[1][1:]) != tuple(fmt.shape)):
@@ -256,6 +250,7 @@ def _log_run(client, cfg, uri, info, logged, datamodule, x, y, probabilities, re
     from mlflow.entities import DatasetInput, InputTag, LoggedModelInput, Metric, Param
 
     from lightsweep import plots
+    from lightsweep.tracking.batches import log_batch
     from lightsweep.tracking.datasets import split_datasets
     from lightsweep.tracking.params import flatten, mask_secrets
     from lightsweep.tracking.run import create_run, tracked_run
@@ -290,9 +285,7 @@ def _log_run(client, cfg, uri, info, logged, datamodule, x, y, probabilities, re
             creating.release()
             data_params = flatten(mask_secrets(OmegaConf.to_container(cfg.data, resolve=True)), "data")
             params = [Param("model_uri", uri), Param("batch_size", str(cfg.batch_size))]
-            params += [Param(k, v) for k, v in data_params.items()]
-            for start in range(0, len(params), 100):
-                client.log_batch(run_id, params=params[start : start + 100])
+            log_batch(client, run_id, params=params + [Param(k, v) for k, v in data_params.items()])
             test = split_datasets(datamodule, data)["test"]
             client.log_inputs(
                 run_id,
@@ -305,8 +298,7 @@ def _log_run(client, cfg, uri, info, logged, datamodule, x, y, probabilities, re
                 Metric(k, v, now, 0, model_id=info.model_id, dataset_name=test.name, dataset_digest=test.digest)
                 for k, v in values.items()
             ]
-            for start in range(0, len(metrics), 1000):
-                client.log_batch(run_id, metrics=metrics[start : start + 1000])
+            log_batch(client, run_id, metrics=metrics)
             table = out / "per_class.csv"
             table.parent.mkdir(parents=True, exist_ok=True)
             with open(table, "w", newline="") as fh:
@@ -334,27 +326,10 @@ def _log_run(client, cfg, uri, info, logged, datamodule, x, y, probabilities, re
 # --- the command line ------------------------------------------------------------------------------
 
 
+@command("evaluate")
 def task(cfg: DictConfig) -> dict[str, float]:
-    try:
-        return evaluate(cfg)
-    except LightsweepError as err:
-        import os
-
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return evaluate(cfg)
 
 
-main = hydra.main(version_base="1.3", config_path=str(project_root() / "conf"), config_name="evaluate")(task)
-
-
-def run() -> None:
-    """`python evaluate.py ...`: Ctrl-C and SIGTERM end the evaluation run KILLED, exit 130/143."""
-    with interrupts.handled():
-        try:
-            main()
-        except KeyboardInterrupt as err:
-            name = interrupts.interruption(err) or "SIGINT"
-            print(f"interrupted ({name}): stopped", file=sys.stderr)
-            raise SystemExit(128 + signal.Signals[name].value) from None
+# `python evaluate.py ...`: Ctrl-C and SIGTERM end the evaluation run KILLED, exit 130/143.
+run = task.run

@@ -97,7 +97,7 @@ def sweep_grid(client, parent) -> list[str]:
 
     import yaml
 
-    from lightsweep.tracking.models import quiet_downloads
+    from lightsweep.tracking.store import quiet_downloads
 
     with tempfile.TemporaryDirectory(prefix="lightsweep-grid-") as tmp, quiet_downloads():
         path = client.download_artifacts(parent.info.run_id, "sweep_grid.yaml", tmp)

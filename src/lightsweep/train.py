@@ -68,7 +68,7 @@ def kept(run) -> dict[str, float]:
 
 
 def check_config(cfg: DictConfig, in_sweep: bool) -> None:
-    from lightsweep.tracking.models import check_log_models
+    from lightsweep.tracking.logged_models import check_log_models
     from lightsweep.tracking.setup import resume_request
 
     choose_binary_task(cfg)

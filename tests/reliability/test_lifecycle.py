@@ -1,5 +1,6 @@
 """No run is ever left RUNNING, whatever raises: faults injected through the config (inject.FailAt),
-in-process for one run, in a real CLI sweep for the jobs of a sweep."""
+in-process for one run and for the jobs of a sweep (`python train.py -m`'s entry, helpers.sweep_in_process);
+a sweep's own process interrupted by a signal."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from helpers import (
     all_runs,
     cli_env,
     cli_error,
-    run_sweep,
+    seed_store,
+    sweep_in_process,
     sweep_runs,
     tracking_uri,
 )
@@ -51,7 +53,7 @@ def test_jobs_failing_in_any_way_fail_their_runs_and_the_sweep_goes_on(tmp_path)
     """One sweep whose jobs fail three ways, then one that works: a diverging lr, a bad value (validated
     inside the job, not while Hydra composes, which would abort the launcher) and a bug after training
     are each a FAILED child with its reason; the job after them runs; the sweep exits 1."""
-    result = run_sweep(
+    result = sweep_in_process(
         tmp_path,
         "model=mlp",
         "optimizer=sgd",
@@ -86,16 +88,19 @@ def test_jobs_failing_in_any_way_fail_their_runs_and_the_sweep_goes_on(tmp_path)
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_sweep_leaves_nothing_running(tmp_path, stop):
+    """A sweep's own process: the signal comes after the first job's first epoch (of 1000: it would run
+    for minutes), on a store that exists (helpers.seed_store)."""
+    seed_store(tmp_path / "store" / "mlflow.db")
     process = subprocess.Popen(
         [
             PYTHON,
             "train.py",
             "-m",
             f"paths.log_dir={tmp_path}/outputs",
+            "data=digits",
             "optimizer=sgd,adam",
             *QUIET,
-            "trainer.max_epochs=50",
-            "trainer.limit_train_batches=20",
+            "trainer.max_epochs=1000",
             "trainer.limit_val_batches=1",
         ],
         cwd=ROOT,

@@ -25,7 +25,7 @@ from helpers import (
     cli_env,
     cli_error,
     everything_logged,
-    run_cli,
+    run_in_process,
 )
 from helpers import tracking_uri as local_uri
 from mlflow.tracking import MlflowClient
@@ -130,7 +130,7 @@ def test_the_payload_writes_a_file_through_plain_hydra(tmp_path):
 
 def test_a_crafted_stored_config_is_refused_before_anything_is_built(modelless_run, tmp_path):
     from lightsweep.allowlist import UntrustedConfig
-    from lightsweep.tracking.models import log_from_checkpoint
+    from lightsweep.tracking.logged_models import log_from_checkpoint
 
     client, run = modelless_run
     marker = tmp_path / "site-packages" / "evil.pth"
@@ -150,12 +150,13 @@ def test_a_crafted_stored_config_is_refused_before_anything_is_built(modelless_r
 
 
 def test_register_refuses_a_crafted_config_in_one_line(modelless_run, tmp_path):
-    """`pipelines/register.py run=<id>` as a user runs it: exit 2, one line naming the key, no file written."""
+    """`pipelines/register.py run=<id>` (its entry, in this process): exit 2, one line naming the key, no file
+    written."""
     client, run = modelless_run
     marker = tmp_path / "evil.pth"
     tamper(client, run.info.run_id, model=crafted_models(marker)["nested"][0])
     env = {**cli_env(tmp_path), "MLFLOW_TRACKING_URI": local_uri(tmp_path)}
-    refused = run_cli(tmp_path, f"run={run.info.run_id}", env=env, script=("pipelines/register.py",))
+    refused = run_in_process(tmp_path, f"run={run.info.run_id}", env=env, script=("pipelines/register.py",))
     assert refused.returncode == 2
     assert_short_error(refused, "model.label_smoothing._target_=pathlib.Path.write_text", "allowed_targets=")
     assert refused.stderr.strip().splitlines()[-1].startswith(f"error: refusing run {run.info.run_id}'s config.yaml")
@@ -166,7 +167,7 @@ def test_the_model_is_built_from_the_uploaded_checkpoint_not_a_path_the_config_n
     import mlflow
     import numpy as np
 
-    from lightsweep.tracking.models import log_from_checkpoint
+    from lightsweep.tracking.logged_models import log_from_checkpoint
 
     client, run = modelless_run
     (uploaded,) = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
@@ -221,7 +222,8 @@ def test_evaluate_takes_a_models_stored_task_as_data_only(tmp_path, monkeypatch,
     from lightsweep.errors import LightsweepError
     from lightsweep.evaluate import evaluate
     from lightsweep.models.networks import LinearNet
-    from lightsweep.tracking.models import InputSpec, log_model
+    from lightsweep.tracking.logged_models import log_model
+    from lightsweep.tracking.serving import InputSpec
     from lightsweep.tracking.store import ensure_experiment, open_store
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

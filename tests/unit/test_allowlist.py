@@ -50,7 +50,7 @@ def test_what_a_training_config_names_is_allowed(target):
         "lightsweep.sweeps.context.SweepContext",  # lightsweep's, but neither a model nor data
         "pytorch_lightning.callbacks.ModelCheckpoint",  # conf/callbacks: never built from a stored config
         "pytorch_lightning.Trainer",
-        "lightsweep.tracking.models.log_model",  # lightsweep's functions only where conf/ names them
+        "lightsweep.tracking.logged_models.log_model",  # lightsweep's functions only where conf/ names them
         "lightsweep.sweeps.context.SweepContext.write",
         "torch.nn.Linear",
         "torch.save",

@@ -139,5 +139,7 @@ class OptimizerBenchmarkSweeper(Sweeper):
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
+        from lightsweep.tracking.batches import log_batch
+
         client = MlflowClient(context.tracking_uri)
-        client.log_batch(context.parent_run_id, params=[Param(f"best_lr.{o}", str(lr)) for o, lr in self.best.items()])
+        log_batch(client, context.parent_run_id, params=[Param(f"best_lr.{o}", str(lr)) for o, lr in self.best.items()])

@@ -60,7 +60,7 @@ class RunArtifacts(pl.Callback):
 
     def on_fit_start(self, trainer, pl_module):
         from lightsweep.tracking.datasets import log_datasets
-        from lightsweep.tracking.models import InputSpec
+        from lightsweep.tracking.serving import InputSpec
 
         datamodule = trainer.datamodule
         if datamodule is None or "val" not in getattr(datamodule, "tensors", {}):
@@ -137,7 +137,8 @@ class RunArtifacts(pl.Callback):
 
         import torch
 
-        from lightsweep.tracking.models import InputSpec, log_model
+        from lightsweep.tracking.logged_models import log_model
+        from lightsweep.tracking.serving import InputSpec
 
         if self.spec is None:  # DDP spawn: the test runs in fresh processes, without fit's state
             self.spec = InputSpec.from_training(trainer.datamodule, pl_module)

@@ -1,8 +1,10 @@
 """In-memory data path shared by every dataset.
 
-Each dataset only decodes its arrays (`load_splits`). This base class then selects the task's
-classes, splits train/val (seeded, stratified), normalises with training-split statistics and
-serves batches as slices of ready tensors: no per-sample transforms, no worker processes.
+Each dataset only decodes its arrays (`load_splits`) and says what it is made of: how it stores a
+sample (`raw_format`: what a logged model takes) and where it comes from (`source`: what MLflow's
+dataset records name). This base class then selects the task's classes, splits train/val (seeded,
+stratified), normalises with training-split statistics and serves batches as slices of ready
+tensors: no per-sample transforms, no worker processes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,18 @@ import pytorch_lightning as pl
 import torch
 
 from lightsweep.errors import LightsweepError
+
+
+@dataclass(frozen=True)
+class RawFormat:
+    """How a data set stores one sample: dtype, shape, and the divisor that gives [0, 1] pixels."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    scale: float | None = None
+
+    def describe(self) -> str:
+        return f"{self.dtype} (N, {', '.join(map(str, self.shape))})"
 
 
 @dataclass
@@ -152,6 +166,16 @@ class InMemoryDataModule(pl.LightningDataModule):
     # --- to implement -------------------------------------------------------------------------
     def load_splits(self) -> Splits:
         raise NotImplementedError
+
+    def raw_format(self) -> RawFormat:
+        """How the data set stores a sample, before lightsweep normalises it: float32 features (N, D)
+        unless a data set says otherwise."""
+        return RawFormat("float32", (int(self.input_dim),))
+
+    def source(self) -> tuple[str, dict]:
+        """(source type, source) as MLflow's dataset sources write them: `local` and the files' URI,
+        or `code` and what made the data (here the class, unless a data set names its loader)."""
+        return "code", {"tags": {"mlflow.source.name": f"{type(self).__module__}.{type(self).__qualname__}"}}
 
     # --- task selection -----------------------------------------------------------------------
     def _class_index(self, ref) -> int:

@@ -17,7 +17,7 @@ import tempfile
 import zlib
 from pathlib import Path
 
-from lightsweep.data.base import InMemoryDataModule, Splits
+from lightsweep.data.base import InMemoryDataModule, RawFormat, Splits
 from lightsweep.errors import LightsweepError
 
 # md5 of the *uncompressed* official files.
@@ -73,6 +73,14 @@ class IDXImageDataModule(InMemoryDataModule):
     @property
     def raw_dir(self) -> Path:
         return self.root / self.dataset / "raw"
+
+    def raw_format(self) -> RawFormat:
+        """IDX pixels: uint8 images, divided by 255 before normalising."""
+        return RawFormat("uint8", tuple(int(d) for d in self.image_shape), 255.0)
+
+    def source(self) -> tuple[str, dict]:
+        """The IDX files it was read from."""
+        return "local", {"uri": Path(self.raw_dir).resolve().as_uri()}
 
     def _find_local_copy(self) -> Path | None:
         for folder in self.local_copies:

@@ -31,6 +31,13 @@ class SklearnDataModule(InMemoryDataModule):
         super().__init__(**kwargs)
         self.loader, self.test_size = loader, test_size
 
+    def source(self) -> tuple[str, dict]:
+        """The code that made the data: the loader and its arguments (`sklearn.datasets.make_moons(noise=0.2, ...)`)."""
+        func = getattr(self.loader, "func", self.loader)
+        kwargs = ", ".join(f"{k}={v!r}" for k, v in sorted(getattr(self.loader, "keywords", {}).items()))
+        name = f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', repr(func))}({kwargs})"
+        return "code", {"tags": {"mlflow.source.name": name}}
+
     def load_splits(self) -> Splits:
         try:
             x, y = self.loader()

@@ -95,7 +95,7 @@ def logged(client, parent_run_id: str) -> list[FailedJob]:
     """What `log` stored on the parent ([] for a sweep without failures, or from before it)."""
     import tempfile
 
-    from lightsweep.tracking.models import quiet_downloads
+    from lightsweep.tracking.store import quiet_downloads
 
     if not any(a.path == ARTIFACT for a in client.list_artifacts(parent_run_id)):
         return []

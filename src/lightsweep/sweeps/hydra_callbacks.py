@@ -92,6 +92,7 @@ class MLflowSweepCallback(Callback):
     def _create_parent(self, config, tracking, context, grid, searched, sweep_dir: Path) -> None:
         from mlflow.entities import Param
 
+        from lightsweep.tracking.batches import log_batch
         from lightsweep.tracking.params import mask_override, mask_secrets
         from lightsweep.tracking.store import ensure_experiment, open_store
 
@@ -126,7 +127,7 @@ class MLflowSweepCallback(Callback):
         params = {f"sweep.{k}": str(v) for k, v in {**_grid_params(grid), **searched}.items()}
         params["sweep.sweeper"] = str(config.hydra.sweeper.get("_target_", "")).rsplit(".", 1)[-1]
         params["sweep.launcher"] = str(config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1]
-        client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
+        log_batch(client, run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
         job_config = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
         # Unresolved: per-job values (output dirs, swept keys) only exist inside the jobs.
         masked = mask_secrets(OmegaConf.to_container(job_config, resolve=False))
@@ -187,7 +188,7 @@ class MLflowSweepCallback(Callback):
 
         from lightsweep import allowlist
         from lightsweep.errors import LightsweepError
-        from lightsweep.tracking.models import sweep_best_model_at
+        from lightsweep.tracking.logged_models import sweep_best_model_at
 
         mode = str(config.get("log_models", "best"))
         register = f"python pipelines/register.py sweep={parent_run_id}"

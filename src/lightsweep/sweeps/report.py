@@ -328,11 +328,19 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
 
 
 def find_sweep(client, sweep: str, experiment_name: str | None = None) -> str:
-    """A sweep's parent run id: given as is, or `latest` (the newest parent run)."""
+    """A sweep's parent run id: given as is (it must exist), or `latest` (the newest parent run)."""
+    from mlflow.exceptions import MlflowException
+
     from lightsweep.errors import LightsweepError
 
     if sweep != "latest":
-        return client.get_run(sweep).info.run_id
+        try:
+            return client.get_run(sweep).info.run_id
+        except MlflowException:
+            raise LightsweepError(
+                f"sweep={sweep}: no such MLflow run in this store: pass a sweep's parent run id from the UI, "
+                "or sweep=latest"
+            ) from None
     if experiment_name:
         experiment = client.get_experiment_by_name(experiment_name)
         if experiment is None:

@@ -7,11 +7,12 @@ The digest is MLflow's kind (a sample, not every byte): an md5 of the split's la
 evenly spaced sample of its images, the class selection, the split seed and the source; the same
 data split the same way gets the same digest in every run, on every machine.
 
-"Raw" samples are what the data set stores before lightsweep normalises them: Fashion-MNIST and
-MNIST uint8 pixels (N, 28, 28); the scikit-learn sets and xor float features (N, D) (digits: its
-64 pixel values 0..16). A logged model takes these (its normalisation is inside it); `to_raw`
-recovers them from the DataModule's normalised tensors (exactly for uint8: the normalisation is
-undone and rounded; floats to a few ulps).
+"Raw" samples are what the data set stores before lightsweep normalises them, as its data module
+says (`raw_format()`): Fashion-MNIST and MNIST uint8 pixels (N, 28, 28); the scikit-learn sets and
+xor float features (N, D) (digits: its 64 pixel values 0..16). A logged model takes these (its
+normalisation is inside it); `to_raw` recovers them from the DataModule's normalised tensors (exactly
+for uint8: the normalisation is undone and rounded; floats to a few ulps). Sources too are the data
+module's own (`source()`: its files, or the code that made it).
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from weakref import WeakKeyDictionary
 
 import numpy as np
@@ -33,33 +32,12 @@ ATTEMPTS = 4  # log_inputs tries (parallel jobs race to create the same data set
 DIGESTED: WeakKeyDictionary = WeakKeyDictionary()  # data module -> {choice: its split_datasets}
 
 
-@dataclass(frozen=True)
-class RawFormat:
-    """How a data set stores one sample: dtype, shape, and the divisor that gives [0, 1] pixels."""
-
-    dtype: str
-    shape: tuple[int, ...]
-    scale: float | None = None
-
-    def describe(self) -> str:
-        return f"{self.dtype} (N, {', '.join(map(str, self.shape))})"
-
-
-def raw_format(datamodule) -> RawFormat:
-    from lightsweep.data.idx import IDXImageDataModule
-
-    if isinstance(datamodule, IDXImageDataModule):
-        # IDX pixels, divided by 255 before normalising.
-        return RawFormat("uint8", tuple(int(d) for d in datamodule.image_shape), 255.0)
-    return RawFormat("float32", (int(datamodule.input_dim),))
-
-
 def to_raw(datamodule, x) -> np.ndarray:
     """Normalised features (N, D), any device -> the samples as the data set stores them.
     (numpy, one thread: torch's parallel elementwise ops cost more than they save at these sizes.)"""
     import torch
 
-    fmt = raw_format(datamodule)
+    fmt = datamodule.raw_format()
     x = x.detach().to("cpu", torch.float32).numpy() * _numpy(datamodule.std) + _numpy(datamodule.mean)
     if fmt.dtype == "uint8":
         x = np.clip(np.rint(x * np.float32(fmt.scale)), 0, 255).astype(np.uint8)
@@ -76,23 +54,6 @@ def data_name(datamodule, choice: str | None = None) -> str:
     return choice or str(getattr(datamodule, "dataset", type(datamodule).__name__)).lower()
 
 
-def source_of(datamodule) -> tuple[str, dict]:
-    """(source type, source) of a data set, as MLflow's dataset sources write them: the local files
-    it was read from, or the code that made it (a scikit-learn loader and its arguments)."""
-    from lightsweep.data.idx import IDXImageDataModule
-
-    if isinstance(datamodule, IDXImageDataModule):
-        return "local", {"uri": Path(datamodule.raw_dir).resolve().as_uri()}
-    loader = getattr(datamodule, "loader", None)
-    if loader is not None:
-        func = getattr(loader, "func", loader)
-        kwargs = ", ".join(f"{k}={v!r}" for k, v in sorted(getattr(loader, "keywords", {}).items()))
-        name = f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', repr(func))}({kwargs})"
-    else:
-        name = f"{type(datamodule).__module__}.{type(datamodule).__qualname__}"
-    return "code", {"tags": {"mlflow.source.name": name}}
-
-
 def digest(datamodule, split: str) -> str:
     """md5 of the split's labels, shape, class selection, split seed and source; for uint8 data sets
     also of an evenly spaced sample of its images (recovered exactly). Float samples are left out:
@@ -100,7 +61,7 @@ def digest(datamodule, split: str) -> str:
     import torch
 
     x, y = datamodule.tensors[split]
-    fmt = raw_format(datamodule)
+    fmt = datamodule.raw_format()
     h = hashlib.md5()
     selection = {
         "classes": datamodule.classes,
@@ -109,7 +70,7 @@ def digest(datamodule, split: str) -> str:
         "val_size": datamodule.val_size,
         "split": split,
     }
-    source_type, source = source_of(datamodule)
+    source_type, source = datamodule.source()
     origin = source if source_type == "code" else getattr(datamodule, "dataset", "")  # no local paths
     h.update(json.dumps([fmt.dtype, fmt.shape, len(y), selection, origin], default=str).encode())
     h.update(y.detach().to("cpu").numpy().astype("<i8").tobytes())
@@ -133,9 +94,9 @@ def _split_datasets(datamodule, choice: str | None) -> dict[str, object]:
     from mlflow.entities import Dataset
     from mlflow.types import Schema, TensorSpec
 
-    fmt = raw_format(datamodule)
+    fmt = datamodule.raw_format()
     name = data_name(datamodule, choice)
-    source_type, source = source_of(datamodule)
+    source_type, source = datamodule.source()
     schema = TensorDatasetSchema(
         features=Schema([TensorSpec(np.dtype(fmt.dtype), (-1, *fmt.shape), "features")]),
         targets=Schema([TensorSpec(np.dtype(np.int64), (-1,), "targets")]),

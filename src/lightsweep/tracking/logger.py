@@ -3,7 +3,7 @@
 Lightning calls `log_metrics` at every logged step and at every epoch end; each call is a store
 round trip (~4-10 ms on sqlite, more to a server): for a small model that is more than the
 training itself. Here metrics are queued with the time they were logged and sent in one
-`log_batch` once `flush_every_s` seconds have passed since the last send, after every checkpoint,
+`log_batch` (tracking.batches) once `flush_every_s` seconds have passed since the last send, after every checkpoint,
 and when Lightning finishes a fit/validate/test (`finalize`). The store ends up with the same points
 (key, value, step, timestamp); they just arrive up to `flush_every_s` late.
 
@@ -21,9 +21,7 @@ from typing import Any, Mapping
 from pytorch_lightning.loggers import mlflow as pl_mlflow
 from pytorch_lightning.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
-from lightsweep import interrupts
-
-MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch
+from lightsweep.tracking.batches import drain
 
 
 class MLFlowLogger(pl_mlflow.MLFlowLogger):
@@ -58,13 +56,10 @@ class MLFlowLogger(pl_mlflow.MLFlowLogger):
 
     @rank_zero_only
     def flush(self) -> None:
-        """Send every queued metric now (a Ctrl-C meanwhile is raised once the batch is stored)."""
-        with interrupts.deferred():
-            while self.queue:
-                batch = self.queue[:MAX_METRICS_PER_BATCH]
-                self.experiment.log_batch(run_id=self.run_id, metrics=batch)
-                del self.queue[: len(batch)]
-            self.last_flush = time.monotonic()
+        """Send every queued metric now (a Ctrl-C meanwhile is raised once the batch is stored; what a
+        failed call did not store stays queued)."""
+        drain(self.experiment, self.run_id, self.queue)
+        self.last_flush = time.monotonic()
 
     @rank_zero_only
     def save(self) -> None:

@@ -82,15 +82,14 @@ def run_params(cfg: DictConfig) -> dict[str, str]:
 
 
 def log_config(client, run_id: str, cfg: DictConfig) -> None:
-    """Params (100 per batch, MLflow's limit) and the resolved config as `config.yaml`."""
+    """Params (tracking.batches) and the resolved config as `config.yaml`."""
     from mlflow.entities import Param
 
+    from lightsweep.tracking.batches import log_batch
     from lightsweep.tracking.params import flatten
 
     masked = masked_config(cfg)
-    params = [Param(k, v) for k, v in flatten(masked).items()]
-    for start in range(0, len(params), 100):
-        client.log_batch(run_id, params=params[start : start + 100])
+    log_batch(client, run_id, params=[Param(k, v) for k, v in flatten(masked).items()])
     client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(masked)), "config.yaml")
 
 

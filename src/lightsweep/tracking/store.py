@@ -1,7 +1,10 @@
-"""Opening a tracking store and its experiment once, before any training or sweep job."""
+"""Opening a tracking store and its experiment once, before any training or sweep job; MLflow's own
+functions on a client's store; artifact downloads without progress bars."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import sqlite3
 from pathlib import Path
@@ -80,3 +83,33 @@ def ensure_experiment(client, tracking_uri: str, name: str) -> str:
         if experiment is None:
             raise
         return experiment.experiment_id
+
+
+@contextlib.contextmanager
+def as_default(client):
+    """MLflow's functions that take no client (`mlflow.register_model`; also the registry's SQL store,
+    which looks up a version's logged model through the default client) on `client`'s store for the
+    block; the default store before it comes back after it (unset if it was)."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")  # (mlflow.set_tracking_uri keeps it equal to its own)
+    mlflow.set_tracking_uri(client.tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)  # None: unset
+
+
+@contextlib.contextmanager
+def quiet_downloads():
+    """No tqdm bar from MLflow's artifact downloads (MLflow's own switch, for this block only)."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before

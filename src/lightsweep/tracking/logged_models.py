@@ -1,43 +1,36 @@
-"""MLflow Models: each run's servable model, a sweep's best run, and the Model Registry.
+"""A run's MLflow model (a LoggedModel), who logs it, and its links to the run's metrics and data sets.
 
 A run's model is an MLflow 3 LoggedModel (the UI's Models column) of its best checkpoint's weights,
 in the `pytorch` flavour saved as pt2 (`torch.export`): it loads with `mlflow.pyfunc.load_model` or
-`mlflow.pytorch.load_model` without lightsweep, and without unpickling code. It takes the samples as
-the data set stores them (Fashion-MNIST: uint8 (N, 28, 28); see tracking.datasets) and returns class
-probabilities (N, K), or the positive class's probability (N,) for a binary (one-logit) model: the
-normalisation with the training split's statistics is inside it. It has a signature and an input
-example, the run's params, and is linked to the run (an output at the best checkpoint's step) and
-to its metrics: validation and training at the best checkpoint's epoch, test at the end, each with
-its data set.
+`mlflow.pytorch.load_model` without lightsweep, and without unpickling code. What it takes and returns
+is tracking.serving's. It has a signature and an input example, the run's params, and is linked to
+the run (an output at the best checkpoint's step) and to its metrics: validation and training at the
+best checkpoint's epoch (tracking.best), test at the end, each with its data set.
 
 Who logs it: a single run, from the process that trained (callbacks.RunArtifacts, global rank 0),
 once, after the test (the module then holds the tested best weights) and before the run can end.
 In a sweep (`log_models=best`, the default) the children only keep what it takes (the checkpoint,
 and the input spec inside it), and the sweep's end logs the best child's model from its best
-checkpoint (`log_from_checkpoint`); `log_models=all` makes every child log its own, `none` no one.
+checkpoint (`log_from_checkpoint`, `sweep_best_model`); `log_models=all` makes every child log its
+own, `none` no one. Registering a model is tracking.registry's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
-import math
 import os
 import re
 import tempfile
-from dataclasses import dataclass
-
-import numpy as np
 
 from lightsweep.errors import LightsweepError
+from lightsweep.tracking.best import BestCheckpoint, best_checkpoint, best_child
+from lightsweep.tracking.serving import SPEC_STATE, InputSpec, serving_module
+from lightsweep.tracking.store import quiet_downloads
 
 LOG_MODELS = ("best", "all", "none")
-CHAMPION = "champion"
-EXAMPLE_ROWS = 4  # the input example: >= 2 rows, so the exported batch size stays free
 BEST_KEYS = ("val/acc", "val/loss", "train/acc", "train/loss_epoch")  # at the best checkpoint's step
 FINAL_KEYS = ("test/acc", "test/loss")  # at their last step
-SPEC_STATE = "RunArtifacts"  # the callback whose checkpoint state holds the input spec
 DATASET_OF = {"train/": "train", "val/": "val", "test/": "test"}
 
 
@@ -57,146 +50,12 @@ def logs_own_model(cfg, in_sweep: bool) -> bool:
     return mode == "all" or (mode == "best" and not in_sweep)
 
 
-# --- what the model takes and returns ------------------------------------------------------------
-
-
-@dataclass
-class InputSpec:
-    """What a logged model needs besides the network: the raw sample format and the normalisation."""
-
-    dtype: str
-    shape: tuple[int, ...]
-    scale: float | None
-    mean: object  # a float (one for all pixels), or a tensor with one value per feature
-    std: object
-    class_names: list[str]
-    binary: bool
-    example: np.ndarray  # EXAMPLE_ROWS raw samples
-
-    @classmethod
-    def from_training(cls, datamodule, pl_module) -> InputSpec:
-        from lightsweep.tracking.datasets import raw_format, to_raw
-
-        fmt = raw_format(datamodule)
-        x = datamodule.tensors["val"][0][:EXAMPLE_ROWS]
-        return cls(
-            fmt.dtype,
-            tuple(fmt.shape),
-            fmt.scale,
-            _statistic(datamodule.mean),
-            _statistic(datamodule.std),
-            list(datamodule.class_names),
-            is_binary(pl_module),
-            to_raw(datamodule, x),
-        )
-
-    def state(self) -> dict:
-        """For a checkpoint: only what `torch.load(weights_only=True)` reads back."""
-        import torch
-
-        return {
-            "dtype": self.dtype,
-            "shape": list(self.shape),
-            "scale": self.scale,
-            "mean": self.mean,
-            "std": self.std,
-            "class_names": list(self.class_names),
-            "binary": self.binary,
-            "example": torch.from_numpy(np.ascontiguousarray(self.example)),
-        }
-
-    @classmethod
-    def from_state(cls, state: dict) -> InputSpec:
-        return cls(
-            state["dtype"],
-            tuple(state["shape"]),
-            state["scale"],
-            state["mean"],
-            state["std"],
-            list(state["class_names"]),
-            bool(state["binary"]),
-            state["example"].numpy(),
-        )
-
-    @property
-    def outputs(self) -> tuple[int, ...]:
-        return (-1,) if self.binary else (-1, len(self.class_names))
-
-    def signature(self):
-        from mlflow.models import ModelSignature
-        from mlflow.types import Schema, TensorSpec
-
-        return ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(self.dtype), (-1, *self.shape))]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), self.outputs)]),
-        )
-
-
-def _statistic(value):
-    if hasattr(value, "detach"):
-        import torch
-
-        return value.detach().to("cpu", torch.float32).clone()
-    return float(value)
-
-
-def is_binary(pl_module) -> bool:
-    """A one-logit model (logistic regression): it outputs the positive class's probability."""
-    return bool(getattr(pl_module, "binary", False))
-
-
-def serving_module(net, spec: InputSpec):
-    """The plain torch module that is exported: raw samples -> normalisation -> net -> probabilities."""
-    import torch
-    from torch import nn
-
-    class LightsweepClassifier(nn.Module):
-        """Raw samples (N, ...) -> class probabilities (N, K), or (N,) for a binary model."""
-
-        def __init__(self):
-            super().__init__()
-            self.net = net
-            for name in ("mean", "std"):
-                value = getattr(spec, name)
-                if isinstance(value, torch.Tensor):
-                    self.register_buffer(name, value.detach().to("cpu", torch.float32).clone())
-                else:
-                    setattr(self, name, float(value))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            # The DataModule's operations, in its order: the network sees bit-identical inputs.
-            x = x.reshape(x.shape[0], -1).to(torch.float32)
-            if spec.scale:
-                x = x / spec.scale
-            logits = self.net((x - self.mean) / self.std)
-            if spec.binary:
-                return torch.sigmoid(logits.reshape(-1))
-            return torch.softmax(logits, dim=1)
-
-    return LightsweepClassifier().eval()
-
-
 # --- logging -------------------------------------------------------------------------------------
 
 
 def model_name(run) -> str:
     """A logged model's name: the run's, in the characters MLflow allows (`mlp-adam-lr0_001-s2`)."""
     return re.sub(r"[/:.%\"']", "_", run.info.run_name or "") or "model"
-
-
-@contextlib.contextmanager
-def quiet_downloads():
-    """No tqdm bar from MLflow's artifact downloads (MLflow's own switch, for this block only)."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
 
 
 def log_model(client, run_id: str, net, spec: InputSpec, datasets: dict | None = None):
@@ -273,6 +132,8 @@ def link_metrics(client, run_id: str, model_id: str, best_step: int, datasets: d
     """Link the run's metric points to the model (the same points: the run's history is unchanged)."""
     from mlflow.entities import Metric
 
+    from lightsweep.tracking.batches import log_batch
+
     points = []
     for key in (*BEST_KEYS, *FINAL_KEYS):
         history = client.get_metric_history(run_id, key)
@@ -294,8 +155,7 @@ def link_metrics(client, run_id: str, model_id: str, best_step: int, datasets: d
             for m in history
             if m.step == step
         ]
-    if points:
-        client.log_batch(run_id, metrics=points)
+    log_batch(client, run_id, metrics=points)
 
 
 def run_datasets(run) -> dict:
@@ -325,73 +185,6 @@ def run_model(client, run):
                 client.delete_logged_model(model.model_id)
     ready = [m for m in models if m.status == LoggedModelStatus.READY]
     return max(ready, key=lambda m: m.creation_timestamp) if ready else None
-
-
-# --- a run's best checkpoint, a sweep's best run -------------------------------------------------
-
-
-@dataclass
-class BestCheckpoint:
-    step: int  # the step its epoch's metrics were logged at
-    val_acc: float  # validation accuracy at that step
-
-
-def best_checkpoint(client, run) -> BestCheckpoint | None:
-    """Where the run's best checkpoint was saved, from its history: the first best value of the
-    checkpoint's monitor (ModelCheckpoint keeps the first of equal scores), and `val/acc` there."""
-    params = run.data.params
-    monitor = params.get("callbacks.model_checkpoint.monitor") or "val/acc"
-    mode = params.get("callbacks.model_checkpoint.mode") or "max"
-    run_id = run.info.run_id
-    acc = {m.step: m.value for m in client.get_metric_history(run_id, "val/acc")}
-    history = acc if monitor == "val/acc" else {m.step: m.value for m in client.get_metric_history(run_id, monitor)}
-    points = sorted((step, value) for step, value in history.items() if math.isfinite(value))
-    if not points:
-        return None
-    sign = 1 if mode == "max" else -1
-    step, _ = max(points, key=lambda p: (sign * p[1], -p[0]))
-    return BestCheckpoint(step, acc.get(step, math.nan))
-
-
-@dataclass
-class Candidate:
-    run: object
-    best: BestCheckpoint
-
-
-def sweep_children(client, parent_run_id: str) -> list:
-    parent = client.get_run(parent_run_id)
-    return client.search_runs(
-        [parent.info.experiment_id], max_results=10000, filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'"
-    )
-
-
-def best_child(client, parent_run_id: str) -> Candidate:
-    """The sweep's FINISHED child with the best validation accuracy at its best checkpoint (never by
-    test accuracy); for the optimizer benchmark among its final seeded runs (tag stage=final). A trial
-    that a search's pruner stopped early is not a candidate (Optuna's best trial is a complete one)."""
-    children = [
-        c
-        for c in sweep_children(client, parent_run_id)
-        if c.info.status == "FINISHED" and c.data.tags.get("lightsweep.pruned") != "true"
-    ]
-    if any(c.data.tags.get("stage") == "final" for c in children):
-        children = [c for c in children if c.data.tags.get("stage") == "final"]
-    candidates = []
-    for child in children:
-        best = best_checkpoint(client, child)
-        if best is not None and math.isfinite(best.val_acc):
-            candidates.append(Candidate(child, best))
-    if not candidates:
-        raise LightsweepError(
-            f"sweep {parent_run_id} has no FINISHED run with a validation accuracy: nothing to register; "
-            "rerun its failed jobs, or pass run=<run id>"
-        )
-
-    def job(c):
-        return int(c.run.data.tags.get("lightsweep.job", "0") or 0)
-
-    return max(candidates, key=lambda c: (c.best.val_acc, -job(c)))
 
 
 # --- a model logged after its run: from the best checkpoint ----------------------------------------
@@ -456,53 +249,6 @@ def _instantiate(config, key: str, source: str, allowed=()):
         ) from None
 
 
-# --- the Model Registry --------------------------------------------------------------------------
-
-
-def register(client, run, model, name: str, alias: str = CHAMPION, extra_tags: dict | None = None):
-    """A new version of `name` for `model` (the run's LoggedModel), tagged with the run's metrics and
-    overrides; `alias` moves to it (earlier versions stay). A model registered before keeps its version."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.create_registered_model(
-            name, description="lightsweep classifier: raw samples in, class probabilities out"
-        )
-    except MlflowException as err:
-        if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-            raise
-    source = f"models:/{model.model_id}"
-    for existing in client.search_model_versions(f"name = '{name}'"):
-        if existing.source == source:  # registered before: the alias moves back to it, no duplicate
-            client.set_registered_model_alias(name, alias, existing.version)
-            return existing
-    tags = {"run_id": run.info.run_id, "run_name": run.info.run_name or ""}
-    tags.update(
-        {
-            k: run.data.tags[k]
-            for k in ("data", "model", "optimizer", "seed", "overrides", "stage")
-            if k in run.data.tags
-        }
-    )
-    tags.update({k: repr(v) for k, v in run.data.metrics.items() if k.startswith(("test/", "val/"))})
-    tags.update(extra_tags or {})
-    version = client.create_model_version(
-        name,
-        source=source,
-        run_id=run.info.run_id,
-        tags={k: str(v)[:5000] for k, v in tags.items()},
-        model_id=model.model_id,
-    )
-    client.set_registered_model_alias(name, alias, version.version)
-    # The logged model's page lists its registered versions from this tag (as mlflow.register_model sets it).
-    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
-
-    versions = json.loads(client.get_logged_model(model.model_id).tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
-    versions.append({"name": name, "version": version.version})
-    client.set_logged_model_tags(model.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(versions)})
-    return version
-
-
 # --- a sweep's end -------------------------------------------------------------------------------
 
 
@@ -521,12 +267,6 @@ def sweep_best_model(client, parent_run_id: str, mode: str = "best", allowed=())
     for key, value in tags.items():
         client.set_tag(parent_run_id, key, value)
     return candidate, model
-
-
-def registry_name(run) -> str:
-    """The default registered model name: `<data>-<model>` of the run (`fashion_mnist-mlp`)."""
-    tags = run.data.tags
-    return f"{tags.get('data', 'data')}-{tags.get('model', 'model')}"
 
 
 def sweep_best_model_at(tracking_uri: str, parent_run_id: str, mode: str = "best", allowed=()) -> dict:
