@@ -12,6 +12,9 @@ from lightsweep.errors import LightsweepError
 # Lightning's own keys of an `lr_scheduler` dict; in a `scheduler` config they sit beside the
 # scheduler's arguments (`interval: step`, `monitor: val/loss`) and go to Lightning, not to the scheduler.
 LIGHTNING_SCHEDULER_KEYS = ("interval", "frequency", "monitor", "strict", "name")
+# lightsweep's keys in an `optimizer` config, beside the optimizer's arguments: the parameter-group rule
+# (lightsweep.models.param_groups) and the search space the optimizer suite tunes it in (docs/suite.md).
+LIGHTSWEEP_OPTIMIZER_KEYS = ("param_groups", "search_space")
 
 
 def build(cfg: DictConfig, run=None, tested: bool = True):
@@ -71,7 +74,7 @@ def build_model(cfg: DictConfig):
     datamodule = instantiate(cfg, "data", _convert_="all")
     # Plain lists and dicts, not ListConfig: what an optimizer or scheduler keeps (NAdam's betas) goes into
     # checkpoints, which load with torch.load(weights_only=True).
-    optimizer = instantiate(cfg, "optimizer", _convert_="all")
+    optimizer, param_groups = build_optimizer(cfg)
     scheduler, scheduler_config = None, None
     if cfg.get("scheduler"):
         resolved = OmegaConf.to_container(cfg.scheduler, resolve=True)
@@ -79,10 +82,30 @@ def build_model(cfg: DictConfig):
         node = {k: v for k, v in resolved.items() if k not in LIGHTNING_SCHEDULER_KEYS}
         scheduler = instantiate(OmegaConf.create({"scheduler": node}), "scheduler", _convert_="all")
     model = instantiate(
-        cfg, "model", optimizer=optimizer, scheduler=scheduler, scheduler_config=scheduler_config, _convert_="all"
+        cfg,
+        "model",
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scheduler_config=scheduler_config,
+        param_groups=param_groups,
+        _convert_="all",
     )
     check_optimizer(cfg, model)
     return datamodule, model
+
+
+def build_optimizer(cfg: DictConfig):
+    """(the optimizer's partial, its parameter-group rule or None): lightsweep's keys are not the optimizer's."""
+    from lightsweep.models.param_groups import check_rules
+
+    node = cfg.get("optimizer")
+    if node is None or not any(key in node for key in LIGHTSWEEP_OPTIMIZER_KEYS):
+        return instantiate(cfg, "optimizer", _convert_="all"), None
+    resolved = OmegaConf.to_container(node, resolve=True)
+    rules = resolved.pop("param_groups", None)
+    resolved.pop("search_space", None)
+    optimizer = instantiate(OmegaConf.create({"optimizer": resolved}), "optimizer", _convert_="all")
+    return optimizer, check_rules(rules) if rules is not None else None
 
 
 def instantiate(cfg: DictConfig, key: str, **kwargs):
