@@ -31,7 +31,14 @@ def build_callbacks(cfg: DictConfig, tested: bool = True) -> list:
     sweep's member gets the same list: its job's)."""
     from pytorch_lightning.callbacks import ProgressBar
 
-    from lightsweep.callbacks import EpochHistory, ProcessGroupExit, RandomState, RunArtifacts, SignalCheck
+    from lightsweep.callbacks import (
+        EpochHistory,
+        OptimizerModes,
+        ProcessGroupExit,
+        RandomState,
+        RunArtifacts,
+        SignalCheck,
+    )
     from lightsweep.callbacks.pruning import trial_pruning
     from lightsweep.sweeps.context import current_job
     from lightsweep.tracking.models import logs_own_model
@@ -53,9 +60,24 @@ def build_callbacks(cfg: DictConfig, tested: bool = True) -> list:
     )
     # ProcessGroupExit: a DDP worker's gloo threads end before Python's finalization (else a rare SIGABRT).
     callbacks += [EpochHistory(), RandomState(), SignalCheck(), ProcessGroupExit(), artifacts]
+    if optimizer_has_modes(cfg):  # Schedule-Free: validate, test and save its eval-mode weights
+        callbacks.append(OptimizerModes())
     if (pruning := trial_pruning()) is not None:  # a trial of an Optuna study with a pruner
         callbacks.append(pruning)
     return callbacks
+
+
+def optimizer_has_modes(cfg: DictConfig) -> bool:
+    """Whether the run's optimizer class has a train and an eval mode (Schedule-Free optimizers)."""
+    from hydra.utils import get_class
+
+    from lightsweep.callbacks.schedulefree import has_modes
+
+    target = OmegaConf.select(cfg, "optimizer._target_")
+    try:
+        return target is not None and has_modes(get_class(str(target)))
+    except Exception:  # (building the optimizer says what is wrong with its target)
+        return False
 
 
 def build_logger(cfg: DictConfig, run=None):
