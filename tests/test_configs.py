@@ -226,6 +226,7 @@ def test_unknown_group_option_is_a_composition_error(make_cfg):
         ("trainer.log_every_n_steps=2.5", "trainer.log_every_n_steps must be a whole number"),
         ("data.split_seed=-1", "data.split_seed must be >= 0"),
         ("data.standardize=minmax", "data.standardize must be global or feature"),
+        ("plots=maybe", "plots must be True or False"),
         ("scheduler=step scheduler.step_size=0", "scheduler.step_size must be > 0"),
         ("scheduler=cosine scheduler.T_max=0", "scheduler.T_max must be > 0"),
         ("optimizer=sgd optimizer.momentum=-0.5", "optimizer.momentum must be >= 0"),

@@ -56,7 +56,11 @@ def build_callbacks(cfg: DictConfig, tested: bool = True) -> list:
     job = current_job()
     in_sweep = job is not None and job.sweep is not None
     artifacts = RunArtifacts(
-        plot_dir, tested=tested, log_model=logs_own_model(cfg, in_sweep), data_name=hydra_choices(cfg).get("data")
+        plot_dir,
+        tested=tested,
+        log_model=logs_own_model(cfg, in_sweep),
+        data_name=hydra_choices(cfg).get("data"),
+        plots=bool(cfg.get("plots", True)),
     )
     # ProcessGroupExit: a DDP worker's gloo threads end before Python's finalization (else a rare SIGABRT).
     callbacks += [EpochHistory(), RandomState(), SignalCheck(), ProcessGroupExit(), artifacts]

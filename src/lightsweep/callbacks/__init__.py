@@ -9,6 +9,7 @@ from lightsweep.callbacks.history import EpochHistory, RandomState
 from lightsweep.callbacks.interrupts import InterruptCheckpoint, SignalCheck
 from lightsweep.callbacks.pruning import OptunaPruning
 from lightsweep.callbacks.schedulefree import OptimizerModes
+from lightsweep.callbacks.timing import StepTimer
 
 __all__ = [
     "EpochHistory",
@@ -19,4 +20,5 @@ __all__ = [
     "RandomState",
     "RunArtifacts",
     "SignalCheck",
+    "StepTimer",
 ]

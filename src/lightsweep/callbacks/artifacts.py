@@ -34,8 +34,16 @@ class RunArtifacts(pl.Callback):
     child, at the sweep's end).
     """
 
-    def __init__(self, plot_dir: str, tested: bool = True, log_model: bool = True, data_name: str | None = None):
+    def __init__(
+        self,
+        plot_dir: str,
+        tested: bool = True,
+        log_model: bool = True,
+        data_name: str | None = None,
+        plots: bool = True,
+    ):
         self.plot_dir = Path(plot_dir)
+        self.plots = plots  # False: no plots drawn (the checkpoint, data sets and model are stored all the same)
         self.tested = tested
         self.log_model = log_model
         self.data_name = data_name
@@ -68,9 +76,9 @@ class RunArtifacts(pl.Callback):
         for logger in trainer.loggers:
             logger.save()  # the last epoch's training metrics are still queued
         history = _history(trainer)
-        paths = [plots.learning_curves(history.history, self.plot_dir / "learning_curves.png")]
         diverged = history.diverged_at is not None
-        if diverged or not self.tested:
+        paths = [plots.learning_curves(history.history, self.plot_dir / "learning_curves.png")] if self.plots else []
+        if self.plots and (diverged or not self.tested):
             paths += self._model_plots(trainer, pl_module)
         checkpoint = trainer.checkpoint_callback
         for logger in _mlflow_loggers(trainer):
@@ -88,12 +96,12 @@ class RunArtifacts(pl.Callback):
             return
         from lightsweep import plots
 
-        paths = self._model_plots(trainer, pl_module)
+        paths = self._model_plots(trainer, pl_module) if self.plots else []
         confusion = _history(trainer).test_confusion
-        if confusion is not None:
+        if confusion is not None and self.plots:
             names = trainer.datamodule.class_names
             paths.append(plots.confusion_matrix(confusion, names, self.plot_dir / "confusion_matrix.png"))
-        if trainer.datamodule.image_shape and (grid := self._mistakes(trainer, pl_module)) is not None:
+        if self.plots and trainer.datamodule.image_shape and (grid := self._mistakes(trainer, pl_module)) is not None:
             paths.append(grid)
         for logger in _mlflow_loggers(trainer):
             for path in paths:

@@ -35,7 +35,7 @@ RUN_ATTR = "mlflow_run_id"  # trial user attribute: the trial's MLflow child run
 PRUNED_ATTR = "lightsweep.pruned_epoch"  # trial user attribute, set by the job that the pruner stopped
 # Overrides that say where or how verbosely a search runs, not what it searches: a re-run may change them.
 WHERE_KEYS = ("paths.", "hydra.", "trainer.enable_progress_bar", "callbacks.progress_bar", "callbacks.model_summary")
-WHERE_KEYS_EXACT = ("threads", "experiment_name", "logger", "log_models")
+WHERE_KEYS_EXACT = ("threads", "experiment_name", "logger", "log_models", "plots")
 
 
 @contextlib.contextmanager
