@@ -21,17 +21,30 @@ class Trainer:
         self.global_step = 7
 
 
-def test_mean_of_the_steps_after_the_first_skip(monkeypatch):
-    clock = iter([0.0, 5.0, 5.0, 5.1, 5.1, 5.4, 5.4, 5.5])  # batch seconds: 5 (warm-up), 0.1, 0.3, 0.1
+def timed(timer, trainer, seconds, monkeypatch):
+    ticks = [t for s in seconds for t in (0.0, s)]
+    clock = iter(ticks)
     monkeypatch.setattr("lightsweep.callbacks.timing.time.perf_counter", lambda: next(clock))
-    timer, trainer = StepTimer(skip=1), Trainer()
-    for batch in range(4):
+    for batch in range(len(seconds)):
         timer.on_train_batch_start(trainer, None, None, batch)
         timer.on_train_batch_end(trainer, None, None, None, batch)
     timer.on_train_end(trainer, None)
+
+
+def test_median_of_block_means_after_the_warm_up(monkeypatch):
+    # a warm-up batch, then blocks of 3: a heavier step every 3rd (amortized), one block slowed by another process
+    seconds = [5.0, 0.1, 0.1, 0.4, 0.1, 0.1, 0.4, 0.9, 0.9, 1.2, 0.1, 0.1, 0.4, 0.1]
+    timer, trainer = StepTimer(skip=1, block=3), Trainer()
+    timed(timer, trainer, seconds, monkeypatch)
     ((metrics, step),) = trainer.loggers[0].logged
-    assert metrics["time/step_s"] == pytest.approx(0.5 / 3)
-    assert metrics["time/steps_timed"] == 3 and step == 7
+    assert metrics["time/step_s"] == pytest.approx(0.2)  # blocks 0.2, 0.2, 1.0, 0.2 (the last, short, left out)
+    assert metrics["time/steps_timed"] == 13 and step == 7
+
+
+def test_fewer_steps_than_a_block_are_averaged(monkeypatch):
+    timer, trainer = StepTimer(skip=1, block=10), Trainer()
+    timed(timer, trainer, [5.0, 0.1, 0.3], monkeypatch)
+    assert trainer.loggers[0].logged[0][0]["time/step_s"] == pytest.approx(0.2)
 
 
 def test_nothing_logged_without_steps_past_the_warm_up():

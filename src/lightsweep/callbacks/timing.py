@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import pytorch_lightning as pl
@@ -11,15 +12,17 @@ STEP_SECONDS = "time/step_s"
 
 class StepTimer(pl.Callback):
     """Times each training batch (forward, backward, optimizer step: from `on_train_batch_start` to
-    `on_train_batch_end`), and logs when training ends `time/step_s`, the mean over the batches after the
-    first `skip` (a mean, not a median: optimizers that do heavier work every k steps, such as SOAP's
-    preconditioner refresh, pay for it on average), and `time/steps_timed`.
+    `on_train_batch_end`), and logs when training ends `time/step_s` and `time/steps_timed`.
+
+    `time/step_s` is the median, over blocks of `block` consecutive batches after the first `skip`, of the
+    block's mean: the mean amortizes the heavier work that some optimizers do every k steps (SOAP refreshes
+    its preconditioner every 10), the median leaves out blocks that another process slowed down.
 
     A callback for one model: a vectorized group's batches are every member's at once, so the optimizer
     suite times each optimizer in a run of its own."""
 
-    def __init__(self, skip: int = 10):
-        self.skip = int(skip)
+    def __init__(self, skip: int = 10, block: int = 10):
+        self.skip, self.block = int(skip), int(block)
         self.seconds: list[float] = []
         self.started: float | None = None
 
@@ -34,7 +37,9 @@ class StepTimer(pl.Callback):
     @property
     def step_seconds(self) -> float | None:
         timed = self.seconds[self.skip :]
-        return sum(timed) / len(timed) if timed else None
+        blocks = [timed[i : i + self.block] for i in range(0, len(timed), self.block)]
+        means = sorted(sum(b) / len(b) for b in blocks if len(b) == self.block) or [sum(timed) / max(len(timed), 1)]
+        return statistics.median(means) if timed else None
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.step_seconds is None:

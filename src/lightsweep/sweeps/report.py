@@ -33,6 +33,7 @@ from lightsweep.sweeps.runs import (
     markdown_table,
     ranked,
 )
+from lightsweep.sweeps.suite_report import is_suite, suite_sections
 
 CURVES = ("val/loss", "val/acc", "train/loss_epoch")
 LOSSES = ("val/loss", "train/loss_epoch")
@@ -253,7 +254,10 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
     folder.mkdir(parents=True, exist_ok=True)
     parent = client.get_run(parent_run_id)
     runs, curves = load_runs(client, parent_run_id)
-    main = main_table_runs(compared_runs(runs))
+    suite = is_suite(
+        runs
+    )  # its runs are compared by its own sections (time to target), not configuration by configuration
+    main = main_table_runs(compared_runs(runs)) if not suite else runs.iloc[:0]
     stats = run_stats(main, curves, target_acc)
     summary = summarize(stats, target_acc)
     order = summary["configuration"]
@@ -262,8 +266,11 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
         if len(summary)
         else {}
     )
+    comparison = Section(
+        "Comparison (ranked by test accuracy, or validation accuracy without a test)", "", summary, plots
+    )
     sections = [
-        Section("Comparison (ranked by test accuracy, or validation accuracy without a test)", "", summary, plots),
+        *([comparison] if not suite else []),
         *(extra_sections(runs, curves) if extra_sections else []),
         Section("Runs", "", runs_table(runs, curves), {}),
     ]
@@ -278,9 +285,14 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
     intro = (
         f"{len(runs)} runs, {n_failed} failed ({n_diverged} diverged); sweep wall time "
         f"{(end - parent.info.start_time) / 1000:.0f} s. Parent run `{parent_run_id}`. "
-        f"Target accuracy for 'epochs/seconds to': {target_acc:g} (validation)."
+        + (
+            f"Target accuracy for 'epochs/seconds to': {target_acc:g} (validation)."
+            if not suite
+            else f"An optimizer suite: timing runs and trials; {n_pruned} trials pruned (they could no longer be "
+            "their study's fastest)."
+        )
     )
-    if n_pruned or n_killed:
+    if (n_pruned or n_killed) and not suite:
         apart = [f"{n_pruned} pruned (stopped early by the search's pruner)"] if n_pruned else []
         apart += [f"{n_killed} killed (their sweep stopped while they ran)"] if n_killed else []
         intro += f" {'; '.join(apart)}: listed under Runs, not compared."
@@ -313,8 +325,14 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
     (folder / "report.html").write_text(
         page.render(title=title, intro=intro, sections=sections, images=images), encoding="utf-8"
     )
-    table = markdown_table(summary) if len(summary) else "(no runs)"
-    documents = [folder / "report.md", folder / "report.html", folder / "summary.csv"]
+    shown = sections[0].table if suite and sections and sections[0].title.startswith("Optimizer suite") else summary
+    table = markdown_table(shown) if len(shown) else "(no runs)"
+    documents = [
+        folder / "report.md",
+        folder / "report.html",
+        folder / "summary.csv",
+        *sorted(folder.glob("suite_*.csv")),
+    ]
     return Report(folder, documents, figures, table, len(runs), n_failed, n_diverged, n_pruned)
 
 
@@ -346,7 +364,12 @@ def find_sweep(client, sweep: str, experiment_name: str | None = None) -> str:
 
 def publish_report(client, parent_run_id: str, folder: Path, target_acc: float) -> Report:
     """Write the report to `folder`, log it to the parent run under `report/`, print the table."""
-    report = write_report(client, parent_run_id, folder, target_acc, extra_sections=benchmark_sections)
+
+    def extra_sections(runs: pd.DataFrame, curves: pd.DataFrame) -> list[Section]:
+        suite = suite_sections(client, parent_run_id, folder) if is_suite(runs) else []
+        return [*benchmark_sections(runs, curves), *suite]
+
+    report = write_report(client, parent_run_id, folder, target_acc, extra_sections=extra_sections)
     for path in report.documents:
         client.log_artifact(parent_run_id, str(path), "report")
     for name, fig in report.figures.items():
