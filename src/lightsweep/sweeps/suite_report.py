@@ -102,8 +102,8 @@ def plot_profiles(profile: pd.DataFrame, by_study: dict, scores: pd.Series) -> F
     ax = fig.subplots()
     colors = matplotlib.colormaps["tab10"]
     taus = profile.columns.to_numpy(dtype=float)
-    for i, optimizer in enumerate(profile.index):
-        color = colors(i % 10)
+    for optimizer in scores.sort_values(ascending=False, kind="stable").index:  # the legend ranked by score
+        color = colors(list(profile.index).index(optimizer) % 10)
         for study_profile in by_study.values():
             if optimizer in study_profile.index:
                 ax.step(taus, study_profile.loc[optimizer], where="post", color=color, alpha=0.25, linewidth=1)
