@@ -174,8 +174,13 @@ try {
     await page.goto(`${spec.url}/#/experiments/${spec.experimentId}/runs/${spec.reportRunId}/artifacts/${path}`);
     await closeAssistant(page);
     const file = path.split('/').pop();
-    const image = page.locator(`img[src*="${encodeURIComponent(file)}"], img[src*="${file}"]`);
-    const drawn = (await visible(image)) && await image.first().evaluate((img) => img.complete && img.naturalWidth > 0);
+    // (the viewer keeps the file it shows when only the URL's hash changes: pick it in the tree)
+    await page.getByText(file, { exact: true }).first().click().catch(() => {});
+    const title = await visible(page.getByText(path, { exact: true }));
+    // the plot itself: an image as wide as a figure (the page's icons are small), loaded
+    const drawn = await page.waitForFunction(() => [...document.images].some(
+      (img) => img.complete && img.naturalWidth >= 400), null, { timeout }).then(() => true, () => false);
+    check(`artifact viewer shows ${path}`, title, path);
     check(`artifact ${path} is drawn in the artifact viewer`, drawn, path);
     await page.waitForTimeout(500);
     await shot(page, file.replace(/\.png$/, '_artifact'));

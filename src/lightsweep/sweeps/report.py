@@ -288,8 +288,8 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
         + (
             f"Target accuracy for 'epochs/seconds to': {target_acc:g} (validation)."
             if not suite
-            else f"An optimizer suite: timing runs and trials; {n_pruned} trials pruned (they could no longer be "
-            "their study's fastest)."
+            else f"An optimizer suite: timing runs and trials; {n_pruned} trial{'s' if n_pruned != 1 else ''} pruned "
+            "(they could no longer be their study's fastest)."
         )
     )
     if (n_pruned or n_killed) and not suite:
