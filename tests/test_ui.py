@@ -123,3 +123,73 @@ def test_sweep_in_the_mlflow_ui(tmp_path):
         assert png.is_file() and png.stat().st_size > 10_000, png
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     print(f"screenshots: {', '.join(report['screenshots'])}")
+
+
+def test_optimizer_suite_report_in_the_mlflow_ui(tmp_path):
+    """The smoke optimizer suite reviewed in the UI: its parent with the timing runs and trials under it, a
+    trial's val/acc chart, the parent's report.html and its performance-profile plot as artifacts, and the
+    parent's score/<optimizer> metrics on its page."""
+    require(
+        browser_installed(),
+        "Chromium with playwright-core (tests/ui)",
+        "make team-deps: apt-get install chromium, npm ci --prefix tests/ui",
+    )
+    store = f"sqlite:///{tmp_path}/store/mlflow.db"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}, "MLFLOW_TRACKING_URI": store}
+    quiet = SWEEP[-3:]
+    result = subprocess.run(
+        [PYTHON, "train.py", "experiment=optimizer_suite", "suite=smoke", f"paths.log_dir={tmp_path}/outputs", *quiet],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("optimizer_suite")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    (parent,) = [r for r in runs if r.data.tags.get("lightsweep.role") == "sweep"]
+    names = sorted(r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id)
+    trial = next(r for r in runs if r.info.run_name == "digits_mlp-nadamw-s0-t0")
+    last = max(client.get_metric_history(trial.info.run_id, "val/acc"), key=lambda m: m.step).value
+    scores = sorted(k for k in parent.data.metrics if k.startswith("score/"))
+    assert scores == ["score/muon", "score/nadamw", "score/schedulefree_adamw"]
+
+    out = ARTIFACTS / "ui"
+    for old in out.glob("suite_*.png"):
+        old.unlink()
+    with plain_mlflow_server(store, out / "mlflow-server-suite.log") as url:
+        spec = {
+            "url": url,
+            "experimentId": experiment.experiment_id,
+            "parentName": parent.info.run_name,
+            "childNames": [n for n in names if n.startswith("digits_mlp-") and "-s0-t0" in n],
+            "metricRunId": trial.info.run_id,
+            "metricRunName": trial.info.run_name,
+            "metric": "val/acc",
+            "metricValue": repr(last),
+            "reportRunId": parent.info.run_id,
+            "artifactImages": ["report/performance_profile.png"],
+            "runPage": {"runId": parent.info.run_id, "texts": scores, "name": "parent_scores"},
+            "out": str(out),
+            "prefix": "suite_",
+            "widenRunNames": 160,
+        }
+        driver = subprocess.run(
+            ["node", str(UI_DRIVER), json.dumps(spec)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "MLFLOW_TRACKING_USERNAME": ""},
+        )
+    lines = [line for line in driver.stdout.splitlines() if line.startswith("{")]
+    assert lines, driver.stdout[-2000:] + driver.stderr[-2000:]
+    report = json.loads(lines[-1])
+    failed = [c for c in report["checks"] if not c["ok"]]
+    assert report["ok"] and not failed, (failed, report["screenshots"], driver.stderr[-2000:])
+    for name in ("experiment_runs", "metric_chart", "report_artifact", "performance_profile_artifact", "parent_scores"):
+        png = out / f"suite_{name}.png"
+        assert png.is_file() and png.stat().st_size > 10_000, png
+    print(f"screenshots: {', '.join(report['screenshots'])}")

@@ -12,6 +12,9 @@ from lightsweep.errors import LightsweepError
 # Lightning's own keys of an `lr_scheduler` dict; in a `scheduler` config they sit beside the
 # scheduler's arguments (`interval: step`, `monitor: val/loss`) and go to Lightning, not to the scheduler.
 LIGHTNING_SCHEDULER_KEYS = ("interval", "frequency", "monitor", "strict", "name")
+# lightsweep's keys in an `optimizer` config, beside the optimizer's arguments: the parameter-group rule
+# (lightsweep.models.param_groups) and the search space the optimizer suite tunes it in (docs/suite.md).
+LIGHTSWEEP_OPTIMIZER_KEYS = ("param_groups", "search_space")
 
 
 def build(cfg: DictConfig, run=None, tested: bool = True):
@@ -28,7 +31,14 @@ def build_callbacks(cfg: DictConfig, tested: bool = True) -> list:
     sweep's member gets the same list: its job's)."""
     from pytorch_lightning.callbacks import ProgressBar
 
-    from lightsweep.callbacks import EpochHistory, ProcessGroupExit, RandomState, RunArtifacts, SignalCheck
+    from lightsweep.callbacks import (
+        EpochHistory,
+        OptimizerModes,
+        ProcessGroupExit,
+        RandomState,
+        RunArtifacts,
+        SignalCheck,
+    )
     from lightsweep.callbacks.pruning import trial_pruning
     from lightsweep.sweeps.context import current_job
     from lightsweep.tracking.logged_models import logs_own_model
@@ -46,13 +56,32 @@ def build_callbacks(cfg: DictConfig, tested: bool = True) -> list:
     job = current_job()
     in_sweep = job is not None and job.sweep is not None
     artifacts = RunArtifacts(
-        plot_dir, tested=tested, log_model=logs_own_model(cfg, in_sweep), data_name=hydra_choices(cfg).get("data")
+        plot_dir,
+        tested=tested,
+        log_model=logs_own_model(cfg, in_sweep),
+        data_name=hydra_choices(cfg).get("data"),
+        plots=bool(cfg.get("plots", True)),
     )
     # ProcessGroupExit: a DDP worker's gloo threads end before Python's finalization (else a rare SIGABRT).
     callbacks += [EpochHistory(), RandomState(), SignalCheck(), ProcessGroupExit(), artifacts]
+    if optimizer_has_modes(cfg):  # Schedule-Free: validate, test and save its eval-mode weights
+        callbacks.append(OptimizerModes())
     if (pruning := trial_pruning()) is not None:  # a trial of an Optuna study with a pruner
         callbacks.append(pruning)
     return callbacks
+
+
+def optimizer_has_modes(cfg: DictConfig) -> bool:
+    """Whether the run's optimizer class has a train and an eval mode (Schedule-Free optimizers)."""
+    from hydra.utils import get_class
+
+    from lightsweep.callbacks.schedulefree import has_modes
+
+    target = OmegaConf.select(cfg, "optimizer._target_")
+    try:
+        return target is not None and has_modes(get_class(str(target)))
+    except Exception:  # (building the optimizer says what is wrong with its target)
+        return False
 
 
 def build_logger(cfg: DictConfig, run=None):
@@ -71,7 +100,7 @@ def build_model(cfg: DictConfig):
     datamodule = instantiate(cfg, "data", _convert_="all")
     # Plain lists and dicts, not ListConfig: what an optimizer or scheduler keeps (NAdam's betas) goes into
     # checkpoints, which load with torch.load(weights_only=True).
-    optimizer = instantiate(cfg, "optimizer", _convert_="all")
+    optimizer, param_groups = build_optimizer(cfg)
     scheduler, scheduler_config = None, None
     if cfg.get("scheduler"):
         resolved = OmegaConf.to_container(cfg.scheduler, resolve=True)
@@ -79,10 +108,30 @@ def build_model(cfg: DictConfig):
         node = {k: v for k, v in resolved.items() if k not in LIGHTNING_SCHEDULER_KEYS}
         scheduler = instantiate(OmegaConf.create({"scheduler": node}), "scheduler", _convert_="all")
     model = instantiate(
-        cfg, "model", optimizer=optimizer, scheduler=scheduler, scheduler_config=scheduler_config, _convert_="all"
+        cfg,
+        "model",
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scheduler_config=scheduler_config,
+        param_groups=param_groups,
+        _convert_="all",
     )
     check_optimizer(cfg, model)
     return datamodule, model
+
+
+def build_optimizer(cfg: DictConfig):
+    """(the optimizer's partial, its parameter-group rule or None): lightsweep's keys are not the optimizer's."""
+    from lightsweep.models.param_groups import check_rules
+
+    node = cfg.get("optimizer")
+    if node is None or not any(key in node for key in LIGHTSWEEP_OPTIMIZER_KEYS):
+        return instantiate(cfg, "optimizer", _convert_="all"), None
+    resolved = OmegaConf.to_container(node, resolve=True)
+    rules = resolved.pop("param_groups", None)
+    resolved.pop("search_space", None)
+    optimizer = instantiate(OmegaConf.create({"optimizer": resolved}), "optimizer", _convert_="all")
+    return optimizer, check_rules(rules) if rules is not None else None
 
 
 def instantiate(cfg: DictConfig, key: str, **kwargs):

@@ -104,6 +104,7 @@ RULES: dict[str, Rule] = {
     "trainer.max_epochs": Rule("whole", gt=0),
     "trainer.log_every_n_steps": Rule("whole", gt=0),
     "flush_denormal": Rule("word", words=(True, False)),
+    "plots": Rule("word", words=(True, False)),
 }
 BOUNDS = (("gt", ">", operator.gt), ("ge", ">=", operator.ge), ("lt", "<", operator.lt))
 ABSENT = object()

@@ -16,10 +16,13 @@ def sequential(optimizer, schedulers, milestones) -> SequentialLR:
 
 
 def warmup_cosine(
-    optimizer, warmup: int, total_steps: int, start_factor: float = 0.1, eta_min: float = 0.0
+    optimizer, warmup: int | float, total_steps: int, start_factor: float = 0.1, eta_min: float = 0.0
 ) -> SequentialLR:
     """Linear warmup from `start_factor` x lr over `warmup` scheduler steps, then cosine decay to
-    `eta_min` over the rest of `total_steps` (both in the scheduler's interval: epochs or batches)."""
+    `eta_min` over the rest of `total_steps` (both in the scheduler's interval: epochs or batches).
+    A `warmup` below 1 (a float) is a fraction of `total_steps` (AlgoPerf's `warmup_factor`)."""
+    if isinstance(warmup, float) and 0 <= warmup < 1:
+        warmup = int(warmup * total_steps)
     if not 0 <= warmup < total_steps:
         raise ValueError(f"warmup={warmup} must be at least 0 and below total_steps={total_steps}")
     return SequentialLR(

@@ -8,7 +8,9 @@
 //        open the parent's report/report.html artifact), reportFile (optional: a report.html path to
 //        screenshot whole), prefix (screenshot name prefix),
 //        model (optional: {runName, name, id, dataset, metricDataset, registered: {name, alias, version}}:
-//        the run's Models and Dataset cells, the logged model's page, the registered model's page)}
+//        the run's Models and Dataset cells, the logged model's page, the registered model's page),
+//        runPage (optional: {runId, texts: [...], name}: the run's page shows each text, e.g. its metrics),
+//        artifactImages (optional: [path, ...]: image artifacts of reportRunId, each drawn in the artifact viewer)}
 // Credentials for a server with basic auth: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.
 // Prints one JSON object {ok, checks: [{name, ok, detail}], screenshots: [...]}; exit 1 unless ok.
 import { mkdirSync } from 'node:fs';
@@ -165,6 +167,34 @@ try {
     check('report.html renders in the artifact viewer', await visible(frame.locator('table')));
     await page.waitForTimeout(1000);
     await shot(page, 'report_artifact');
+  }
+
+  // 3b. Optional: the parent's image artifacts (the optimizer suite's performance profile).
+  for (const path of spec.artifactImages ?? []) {
+    await page.goto(`${spec.url}/#/experiments/${spec.experimentId}/runs/${spec.reportRunId}/artifacts/${path}`);
+    await closeAssistant(page);
+    const file = path.split('/').pop();
+    // (the viewer keeps the file it shows when only the URL's hash changes: pick it in the tree)
+    await page.getByText(file, { exact: true }).first().click().catch(() => {});
+    const title = await visible(page.getByText(path, { exact: true }));
+    // the plot itself: an image as wide as a figure (the page's icons are small), loaded
+    const drawn = await page.waitForFunction(() => [...document.images].some(
+      (img) => img.complete && img.naturalWidth >= 400), null, { timeout }).then(() => true, () => false);
+    check(`artifact viewer shows ${path}`, title, path);
+    check(`artifact ${path} is drawn in the artifact viewer`, drawn, path);
+    await page.waitForTimeout(500);
+    await shot(page, file.replace(/\.png$/, '_artifact'));
+  }
+
+  // 3c. Optional: a run's page shows the given texts (the suite parent's score/<optimizer> metrics).
+  if (spec.runPage) {
+    await page.goto(`${spec.url}/#/experiments/${spec.experimentId}/runs/${spec.runPage.runId}`);
+    await closeAssistant(page);
+    for (const text of spec.runPage.texts) {
+      check(`run page shows ${text}`, await visible(page.getByText(text, { exact: true })), text);
+    }
+    await page.waitForTimeout(500);
+    await shot(page, spec.runPage.name ?? 'run_page');
   }
 
   // 4. Optional: a report.html file on its own, the whole page.

@@ -8,13 +8,17 @@ from lightsweep.callbacks.distributed import ProcessGroupExit
 from lightsweep.callbacks.history import EpochHistory, RandomState
 from lightsweep.callbacks.interrupts import InterruptCheckpoint, SignalCheck
 from lightsweep.callbacks.pruning import OptunaPruning
+from lightsweep.callbacks.schedulefree import OptimizerModes
+from lightsweep.callbacks.timing import StepTimer
 
 __all__ = [
     "EpochHistory",
     "InterruptCheckpoint",
+    "OptimizerModes",
     "OptunaPruning",
     "ProcessGroupExit",
     "RandomState",
     "RunArtifacts",
     "SignalCheck",
+    "StepTimer",
 ]

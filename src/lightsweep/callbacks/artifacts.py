@@ -40,10 +40,18 @@ class RunArtifacts(pl.Callback):
     child, at the sweep's end).
     """
 
-    def __init__(self, plot_dir: str, tested: bool = True, log_model: bool = True, data_name: str | None = None):
+    def __init__(
+        self,
+        plot_dir: str,
+        tested: bool = True,
+        log_model: bool = True,
+        data_name: str | None = None,
+        plots: bool = True,
+    ):
         from lightsweep.plots.drawer import Drawer
 
         self.plot_dir = Path(plot_dir)
+        self.plots = plots  # False: no plots drawn (the checkpoint, data sets and model are stored all the same)
         self.tested = tested
         self.log_model = log_model
         self.data_name = data_name
@@ -78,10 +86,11 @@ class RunArtifacts(pl.Callback):
         for logger in trainer.loggers:
             logger.save()  # the last epoch's training metrics are still queued
         history = _history(trainer)
-        self.draw(plots.learning_curves, history.history, self.plot_dir / "learning_curves.png")
         diverged = history.diverged_at is not None
-        if diverged or not self.tested:
-            self._model_plots(trainer, pl_module)
+        if self.plots:
+            self.draw(plots.learning_curves, history.history, self.plot_dir / "learning_curves.png")
+            if diverged or not self.tested:
+                self._model_plots(trainer, pl_module)
         checkpoint = trainer.checkpoint_callback
         for logger in _mlflow_loggers(trainer):
             if checkpoint is not None and checkpoint.best_model_path:
@@ -96,12 +105,13 @@ class RunArtifacts(pl.Callback):
             return
         from lightsweep import plots
 
-        self._model_plots(trainer, pl_module)
+        if self.plots:
+            self._model_plots(trainer, pl_module)
         confusion = _history(trainer).test_confusion
-        if confusion is not None:
+        if confusion is not None and self.plots:
             names = trainer.datamodule.class_names
             self.draw(plots.confusion_matrix, confusion.numpy(), names, self.plot_dir / "confusion_matrix.png")
-        if trainer.datamodule.image_shape:
+        if self.plots and trainer.datamodule.image_shape:
             self._mistakes(trainer, pl_module)
         self._log_model(trainer, pl_module)
 

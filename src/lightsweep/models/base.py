@@ -14,6 +14,8 @@ from torch import nn
 from torchmetrics import Metric
 from torchmetrics.classification import Accuracy, ConfusionMatrix
 
+from lightsweep.models.param_groups import parameter_groups
+
 
 class WeightedMean(Metric):
     """The sample-weighted mean of per-batch losses, accumulated exactly as `self.log(loss,
@@ -42,7 +44,9 @@ class Classifier(pl.LightningModule):
     `optimizer` and `scheduler` are partials from Hydra (`_partial_: true`): the optimizer is
     completed with the parameters, the scheduler with the optimizer. `scheduler_config` holds
     Lightning's own keys for the scheduler (`interval`: epoch or step, `frequency`, `monitor` for
-    ReduceLROnPlateau), as Lightning's `lr_scheduler` dict takes them.
+    ReduceLROnPlateau), as Lightning's `lr_scheduler` dict takes them. `param_groups` (the optimizer
+    config's rule, lightsweep.models.param_groups) puts the parameters into groups with options of
+    their own (Muon: weight matrices apart from biases).
     """
 
     binary = False  # one logit + BCE instead of K logits + CE
@@ -50,7 +54,7 @@ class Classifier(pl.LightningModule):
     # functions of the network's logits, per batch, and the network's parameters are all it trains.
     vectorizable = True
     # The arguments that are the run's wiring, not its model: never saved as hyperparameters.
-    WIRING = ("optimizer", "scheduler", "scheduler_config")
+    WIRING = ("optimizer", "scheduler", "scheduler_config", "param_groups")
 
     def __init__(
         self,
@@ -59,6 +63,7 @@ class Classifier(pl.LightningModule):
         optimizer: Callable | None = None,
         scheduler: Callable | None = None,
         scheduler_config: dict | None = None,
+        param_groups: list | None = None,
     ):
         super().__init__()
         self.net = net
@@ -66,6 +71,7 @@ class Classifier(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_config = dict(scheduler_config or {})
+        self.param_group_rules = param_groups
         task = (
             {"task": "binary"}
             if num_classes == 2 and self.binary
@@ -151,7 +157,8 @@ class Classifier(pl.LightningModule):
         dict for it. A vectorized sweep's member calls this too: its optimizer is its job's."""
         if self.optimizer_factory is None:
             raise ValueError("no optimizer: pass a partial, e.g. optimizer=adam")
-        optimizer = self.optimizer_factory(params=self.parameters())
+        params = parameter_groups(self, self.param_group_rules) if self.param_group_rules else self.parameters()
+        optimizer = self.optimizer_factory(params=params)
         if self.scheduler_factory is None:
             return optimizer
         keywords = getattr(self.scheduler_factory, "keywords", {})

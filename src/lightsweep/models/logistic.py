@@ -10,8 +10,16 @@ class LogisticRegression(Classifier):
 
     binary = True
 
-    def __init__(self, input_dim: int, binary: bool = True, optimizer=None, scheduler=None, scheduler_config=None):
-        super().__init__(LinearNet(input_dim, 1), 2, optimizer, scheduler, scheduler_config)
+    def __init__(
+        self,
+        input_dim: int,
+        binary: bool = True,
+        optimizer=None,
+        scheduler=None,
+        scheduler_config=None,
+        param_groups=None,
+    ):
+        super().__init__(LinearNet(input_dim, 1), 2, optimizer, scheduler, scheduler_config, param_groups)
         self.save_hyperparameters(ignore=list(self.WIRING), logger=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

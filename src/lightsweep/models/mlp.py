@@ -18,9 +18,10 @@ class MLPClassifier(Classifier):
         optimizer=None,
         scheduler=None,
         scheduler_config=None,
+        param_groups=None,
     ):
         net = MLP(input_dim, list(hidden_sizes), num_classes, activation, dropout)
-        super().__init__(net, num_classes, optimizer, scheduler, scheduler_config)
+        super().__init__(net, num_classes, optimizer, scheduler, scheduler_config, param_groups)
         self.save_hyperparameters(ignore=list(self.WIRING), logger=False)
         self.label_smoothing = label_smoothing
 

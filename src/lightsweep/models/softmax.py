@@ -21,8 +21,11 @@ class SoftmaxRegression(Classifier):
         optimizer=None,
         scheduler=None,
         scheduler_config=None,
+        param_groups=None,
     ):
-        super().__init__(LinearNet(input_dim, num_classes), num_classes, optimizer, scheduler, scheduler_config)
+        super().__init__(
+            LinearNet(input_dim, num_classes), num_classes, optimizer, scheduler, scheduler_config, param_groups
+        )
         self.save_hyperparameters(ignore=list(self.WIRING), logger=False)
         self.loss_name, self.label_smoothing = loss, label_smoothing
 

@@ -33,6 +33,7 @@ from lightsweep.sweeps.runs import (
     markdown_table,
     ranked,
 )
+from lightsweep.sweeps.suite_report import is_suite, suite_sections
 
 CURVES = ("val/loss", "val/acc", "train/loss_epoch")
 LOSSES = ("val/loss", "train/loss_epoch")
@@ -260,7 +261,9 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
         [(f.job, f.overrides, " ".join(f.reason.split())) for f in logged(client, parent_run_id) if f.run_id is None],
         columns=["job", "overrides", "reason"],
     )
-    main = main_table_runs(compared_runs(runs))
+    # an optimizer suite's runs are compared by its own sections (time to target), not configuration by configuration
+    suite = is_suite(runs)
+    main = main_table_runs(compared_runs(runs)) if not suite else runs.iloc[:0]
     stats = run_stats(main, curves, target_acc)
     summary = summarize(stats, target_acc)
     order = summary["configuration"]
@@ -269,8 +272,11 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
         if len(summary)
         else {}
     )
+    comparison = Section(
+        "Comparison (ranked by test accuracy, or validation accuracy without a test)", "", summary, plots
+    )
     sections = [
-        Section("Comparison (ranked by test accuracy, or validation accuracy without a test)", "", summary, plots),
+        *([comparison] if not suite else []),
         *(extra_sections(runs, curves) if extra_sections else []),
         Section("Runs", "", runs_table(runs, curves), {}),
         *([Section("Jobs that failed before their run existed", "", no_run, {})] if len(no_run) else []),
@@ -287,9 +293,14 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
     intro = (
         f"{len(runs) + len(no_run)} jobs, {n_failed} failed ({n_diverged} diverged{before}); sweep wall time "
         f"{(end - parent.info.start_time) / 1000:.0f} s. Parent run `{parent_run_id}`. "
-        f"Target accuracy for 'epochs/seconds to': {target_acc:g} (validation)."
+        + (
+            f"Target accuracy for 'epochs/seconds to': {target_acc:g} (validation)."
+            if not suite
+            else f"An optimizer suite: timing runs and trials; {n_pruned} trial{'s' if n_pruned != 1 else ''} pruned "
+            "(they could no longer be their study's fastest)."
+        )
     )
-    if n_pruned or n_killed:
+    if (n_pruned or n_killed) and not suite:
         apart = [f"{n_pruned} pruned (stopped early by the search's pruner)"] if n_pruned else []
         apart += [f"{n_killed} killed (their sweep stopped while they ran)"] if n_killed else []
         intro += f" {'; '.join(apart)}: listed under Runs, not compared."
@@ -322,8 +333,14 @@ def write_report(client, parent_run_id: str, folder: Path, target_acc: float = 0
     (folder / "report.html").write_text(
         page.render(title=title, intro=intro, sections=sections, images=images), encoding="utf-8"
     )
-    table = markdown_table(summary) if len(summary) else "(no runs)"
-    documents = [folder / "report.md", folder / "report.html", folder / "summary.csv"]
+    shown = sections[0].table if suite and sections and sections[0].title.startswith("Optimizer suite") else summary
+    table = markdown_table(shown) if len(shown) else "(no runs)"
+    documents = [
+        folder / "report.md",
+        folder / "report.html",
+        folder / "summary.csv",
+        *sorted(folder.glob("suite_*.csv")),
+    ]
     return Report(folder, documents, figures, table, len(runs), n_failed, n_diverged, len(runs) + len(no_run), n_pruned)
 
 
@@ -363,7 +380,12 @@ def find_sweep(client, sweep: str, experiment_name: str | None = None) -> str:
 
 def publish_report(client, parent_run_id: str, folder: Path, target_acc: float) -> Report:
     """Write the report to `folder`, log it to the parent run under `report/`, print the table."""
-    report = write_report(client, parent_run_id, folder, target_acc, extra_sections=benchmark_sections)
+
+    def extra_sections(runs: pd.DataFrame, curves: pd.DataFrame) -> list[Section]:
+        suite = suite_sections(client, parent_run_id, folder) if is_suite(runs) else []
+        return [*benchmark_sections(runs, curves), *suite]
+
+    report = write_report(client, parent_run_id, folder, target_acc, extra_sections=extra_sections)
     for path in report.documents:
         client.log_artifact(parent_run_id, str(path), "report")
     for name, fig in report.figures.items():

@@ -35,7 +35,7 @@ RUN_ATTR = "mlflow_run_id"  # trial user attribute: the trial's MLflow child run
 PRUNED_ATTR = "lightsweep.pruned_epoch"  # trial user attribute, set by the job that the pruner stopped
 # Overrides that say where or how verbosely a search runs, not what it searches: a re-run may change them.
 WHERE_KEYS = ("paths.", "hydra.", "trainer.enable_progress_bar", "callbacks.progress_bar", "callbacks.model_summary")
-WHERE_KEYS_EXACT = ("threads", "experiment_name", "logger", "log_models")
+WHERE_KEYS_EXACT = ("threads", "experiment_name", "logger", "log_models", "plots")
 
 
 @contextlib.contextmanager
@@ -99,16 +99,18 @@ class SearchSpace:
     deletes: list = field(default_factory=list)  # `~key` overrides
 
 
-def parse_search_space(params: dict | None, arguments: list[str], custom_search_space: bool = False) -> SearchSpace:
-    """`hydra.sweeper.params` then the command line's overrides (later ones win), as Optuna's
-    distributions and fixed overrides. A malformed entry is refused in one line that names it, and so
-    is a search with nothing to search (unless a custom_search_space function suggests it all)."""
+def parse_search_space(
+    params: dict | None, arguments: list[str], custom_search_space: bool = False, source: str = "hydra.sweeper.params"
+) -> SearchSpace:
+    """`params` (`hydra.sweeper.params`, or what `source` names) then the command line's overrides (later
+    ones win), as Optuna's distributions and fixed overrides. A malformed entry is refused in one line that
+    names it, and so is a search with nothing to search (unless a custom_search_space function suggests it all)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
     parser = OverridesParser.create()
     space = SearchSpace()
-    entries = [(f"{k}={v}", f"hydra.sweeper.params.{k}") for k, v in (params or {}).items()]
+    entries = [(f"{k}={v}", f"{source}.{k}") for k, v in (params or {}).items()]
     entries += [(str(a), "the command line") for a in arguments]
     for line, where in entries:
         try:
@@ -312,6 +314,7 @@ class TrialHandoff:
     monitor: str | None = None  # the per-epoch metric reported to the trial (None: no pruning)
     pruner: dict | None = None  # the pruner's config (`_target_`, arguments), built again in the job
     trials: dict = field(default_factory=dict)  # job number (str) -> trial number
+    studies: dict = field(default_factory=dict)  # job number (str) -> its study, where not `study_name` (a suite)
 
     def write(self, sweep_dir: Path) -> None:
         """Atomically, readable by the owner only (a storage URL may hold a password)."""
@@ -328,14 +331,19 @@ class TrialHandoff:
         return cls(**json.loads(path.read_text())) if path.is_file() else None
 
 
+# lightsweep's own pruners, built from a handoff file like Optuna's (nothing else is instantiated from it)
+OWN_PRUNERS = ("lightsweep.sweeps.suite.TargetPruner",)
+
+
 def build_pruner(node):
-    """An Optuna pruner from its config (`_target_` in optuna.pruners); None for NopPruner or none."""
+    """An Optuna pruner from its config (`_target_` in optuna.pruners, or one of OWN_PRUNERS); None for
+    NopPruner or none."""
     from hydra.utils import instantiate
 
     if not node:
         return None
     target = str(node.get("_target_", ""))
-    if not target.startswith("optuna.pruners.") or target.endswith(".NopPruner"):
+    if not (target.startswith("optuna.pruners.") or target in OWN_PRUNERS) or target.endswith(".NopPruner"):
         return None
     return instantiate(node)
 
@@ -353,11 +361,8 @@ def trial_for_job(sweep_dir: Path, job_num: int):
         return None
     import optuna
 
+    name = handoff.studies.get(str(job_num), handoff.study_name)
     storage = open_storage(handoff.storage)
-    study = optuna.load_study(
-        study_name=handoff.study_name, storage=storage, pruner=pruner, sampler=optuna.samplers.RandomSampler()
-    )
-    trial_id = storage.get_trial_id_from_study_id_trial_number(
-        storage.get_study_id_from_name(handoff.study_name), int(number)
-    )
+    study = optuna.load_study(study_name=name, storage=storage, pruner=pruner, sampler=optuna.samplers.RandomSampler())
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), int(number))
     return optuna.trial.Trial(study, trial_id), handoff.monitor

@@ -20,6 +20,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from lightsweep.callbacks import (
     EpochHistory,
     InterruptCheckpoint,
+    OptimizerModes,
     OptunaPruning,
     ProcessGroupExit,
     RandomState,
@@ -30,7 +31,16 @@ from lightsweep.callbacks import (
 # About the process and the console, not a run: the group's trainer runs them once.
 ONCE_PER_GROUP = (ProgressBar, ModelSummary, SignalCheck, ProcessGroupExit)
 # Each member runs its own, with its trainer view; with the above, what a job's callbacks may be in a group.
-PER_MEMBER = (Checkpoint, EarlyStopping, InterruptCheckpoint, EpochHistory, RandomState, RunArtifacts, OptunaPruning)
+PER_MEMBER = (
+    Checkpoint,
+    EarlyStopping,
+    InterruptCheckpoint,
+    EpochHistory,
+    RandomState,
+    RunArtifacts,
+    OptunaPruning,
+    OptimizerModes,
+)
 PER_MEMBER_CALLBACKS = ONCE_PER_GROUP + PER_MEMBER
 # The callbacks that watch a metric run after the others at an epoch's end (Lightning's order too).
 MONITORING = (Checkpoint, EarlyStopping)

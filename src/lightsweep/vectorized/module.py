@@ -346,6 +346,12 @@ class StackedClassifier(pl.LightningModule):
                 member.call("teardown", stage)
 
     # --- validation ---------------------------------------------------------------------------------------
+    def on_validation_start(self) -> None:
+        # (before the batched validation: a Schedule-Free member's callback puts its eval-mode weights in place)
+        for member in self.members:
+            if member.running:
+                member.call("on_validation_start")
+
     def validation_step(self, batch, batch_idx):
         x, y = batch
         losses, correct, _ = self.run_members(x.to(self.weights[0].dtype), y, list(self.weights), shared=True)
@@ -377,6 +383,7 @@ class StackedClassifier(pl.LightningModule):
             if best:  # as a run tests: the best checkpoint's weights, loaded into its module (the stack's rows)
                 state = torch.load(best, map_location=self.device, weights_only=True)["state_dict"]
                 member.module.load_state_dict(state)
+            member.call("on_test_start")  # (after the weights are loaded, as Lightning calls a run's)
 
     @property
     def tested(self) -> list[Member]:
