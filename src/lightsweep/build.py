@@ -56,10 +56,16 @@ def build_callbacks(cfg: DictConfig, tested: bool = True) -> list:
 
 
 def build_logger(cfg: DictConfig, run=None):
-    """The run's MLFlowLogger, logging to `run` (created by lightsweep); False when nothing is tracked."""
+    """The run's MLFlowLogger, logging to `run` (created by lightsweep); False when nothing is tracked.
+    A resumed run's logger skips the steps the run has logged already (see tracking.logger)."""
     if run is None:
         return False
-    return instantiate(cfg, "logger.mlflow", run_id=run.run_id, tracking_uri=run.tracking_uri)
+    logger = instantiate(cfg, "logger.mlflow", run_id=run.run_id, tracking_uri=run.tracking_uri)
+    if run.resume is not None and hasattr(logger, "skip_through"):
+        from lightsweep.tracking.logger import last_logged_step
+
+        logger.skip_through(last_logged_step(run.client, run.run_id))
+    return logger
 
 
 def build_model(cfg: DictConfig):
