@@ -19,8 +19,18 @@ def build(cfg: DictConfig, run=None, tested: bool = True):
     limit_threads(cfg.get("threads"))
     flush_denormal(cfg.get("flush_denormal", False))
     datamodule, model = build_model(cfg)
-    trainer = instantiate(cfg, "trainer", callbacks=build_callbacks(cfg, tested), logger=build_logger(cfg, run))
+    callbacks, logger = build_callbacks(cfg, tested), build_logger(cfg, run)
+    trainer = instantiate(cfg, "trainer", callbacks=callbacks, logger=logger, **cluster_plugins())
     return datamodule, model, trainer
+
+
+def cluster_plugins() -> dict:
+    """The trainer's plugins inside a SLURM job: Lightning's SLURM environment (ranks, nodes, addresses)
+    without its own requeueing (SIGUSR1, `hpc_ckpt_*.ckpt` restored automatically): a task is requeued
+    by submitit, at the warning signal lightsweep holds (lightsweep.requeue), one mechanism."""
+    from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+    return {"plugins": [SLURMEnvironment(auto_requeue=False)]} if SLURMEnvironment.detect() else {}
 
 
 def build_callbacks(cfg: DictConfig, tested: bool = True) -> list:
@@ -28,7 +38,15 @@ def build_callbacks(cfg: DictConfig, tested: bool = True) -> list:
     sweep's member gets the same list: its job's)."""
     from pytorch_lightning.callbacks import ProgressBar
 
-    from lightsweep.callbacks import EpochHistory, ProcessGroupExit, RandomState, RunArtifacts, SignalCheck
+    from lightsweep import requeue
+    from lightsweep.callbacks import (
+        EpochHistory,
+        ProcessGroupExit,
+        RandomState,
+        RequeueAtEpochStart,
+        RunArtifacts,
+        SignalCheck,
+    )
     from lightsweep.callbacks.pruning import trial_pruning
     from lightsweep.sweeps.context import current_job
     from lightsweep.tracking.models import logs_own_model
@@ -52,6 +70,8 @@ def build_callbacks(cfg: DictConfig, tested: bool = True) -> list:
     callbacks += [EpochHistory(), RandomState(), SignalCheck(), ProcessGroupExit(), artifacts]
     if (pruning := trial_pruning()) is not None:  # a trial of an Optuna study with a pruner
         callbacks.append(pruning)
+    if requeue.holding():  # a SLURM task that may be requeued at its time limit
+        callbacks.append(RequeueAtEpochStart())
     return callbacks
 
 

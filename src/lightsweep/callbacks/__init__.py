@@ -8,6 +8,7 @@ from lightsweep.callbacks.distributed import ProcessGroupExit
 from lightsweep.callbacks.history import EpochHistory, RandomState
 from lightsweep.callbacks.interrupts import InterruptCheckpoint, SignalCheck
 from lightsweep.callbacks.pruning import OptunaPruning
+from lightsweep.callbacks.requeue import RequeueAtEpochStart
 
 __all__ = [
     "EpochHistory",
@@ -15,6 +16,7 @@ __all__ = [
     "OptunaPruning",
     "ProcessGroupExit",
     "RandomState",
+    "RequeueAtEpochStart",
     "RunArtifacts",
     "SignalCheck",
 ]
