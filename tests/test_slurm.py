@@ -544,7 +544,7 @@ def test_a_vectorized_group_is_one_slurm_task_with_a_run_per_job(cluster, waited
     tmp_path, result = waited_group
     output = result.stdout + result.stderr
     assert "4 jobs as 1 tasks (1 groups, 0 jobs alone)" in output
-    assert "Group of 4 jobs (#0-3), one SLURM task: " in output and "MiB of tensors" in output
+    assert "Group of 4 jobs (#0-3), one SLURM task: " in output and " of tensors (weights and gradients" in output
     _, parents, children, _ = sweep_runs(tmp_path)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED" and len(children) == 4
     assert {c.info.status for c in children} == {"FINISHED"}

@@ -73,8 +73,12 @@ def test_a_group_is_one_task_and_a_job_that_cannot_join_is_a_task_of_its_own(tmp
     assert "Job #1 runs alone: trainer.accumulate_grad_batches is not vectorized" in caplog.text
     # The memory estimate: a softmax 64 -> 10, three members, digits held once.
     line = next(r.getMessage() for r in caplog.records if "one SLURM task" in r.getMessage())
-    assert line.startswith("Group of 3 jobs (#0-3), one SLURM task: ") and "MiB of tensors" in line
-    assert "optimizer state" in line and "data 0." in line  # digits: well under 1 MiB
+    assert line.startswith("Group of 3 jobs (#0-3), one SLURM task: ") and " of tensors (weights and gradients " in line
+    # 650 float32 weights x 3 members x 2 (gradients); Adam's and NAdam's two moments of 650 each (SGD
+    # without momentum keeps none); a batch of 64 through 10 outputs per member, and its gradient;
+    # digits' 1797 images of 64 floats and their labels.
+    assert "weights and gradients 15.2 KiB, optimizer state 10.2 KiB, activations 15.0 KiB" in line, line
+    assert "data 463.3 KiB" in line, line
     assert task_resources(launcher.params, group.configs) == {}  # a CPU trainer: nothing beyond the settings
 
 

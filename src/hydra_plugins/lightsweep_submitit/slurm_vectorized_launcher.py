@@ -98,7 +98,7 @@ class SlurmVectorizedLauncher(LightsweepSlurmLauncher):
 
     def announce_group(self, unit: Unit) -> None:
         """The group's jobs and its memory estimate (a warning when it exceeds what the task asks for)."""
-        from lightsweep.vectorized.memory import estimate, mib
+        from lightsweep.vectorized.memory import estimate, size
 
         first, last = unit.jobs[0].idx, unit.jobs[-1].idx
         try:
@@ -112,7 +112,7 @@ class SlurmVectorizedLauncher(LightsweepSlurmLauncher):
         mem_gb = self.params.get("mem_gb")
         if mem_gb and needs.total > float(mem_gb) * 2**30:
             print(
-                f"warning: group #{first}-{last} needs about {mib(needs.total)} MiB for its tensors, more than "
+                f"warning: group #{first}-{last} needs about {size(needs.total)} for its tensors, more than "
                 f"hydra.launcher.mem_gb={mem_gb}: raise mem_gb, or lower hydra.launcher.max_members "
                 f"(now {self.planner.max_members})",
                 file=sys.stderr,

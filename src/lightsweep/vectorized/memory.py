@@ -29,15 +29,19 @@ class MemoryEstimate:
         return self.weights + self.optimizer + self.activations + (self.data or 0)
 
     def describe(self) -> str:
-        data = f"{mib(self.data)} MiB" if self.data is not None else "not loadable here"
+        data = size(self.data) if self.data is not None else "not loadable here"
         return (
-            f"{mib(self.total)} MiB of tensors (weights and gradients {mib(self.weights)}, optimizer state "
-            f"{mib(self.optimizer)}, activations {mib(self.activations)}, data {data})"
+            f"{size(self.total)} of tensors (weights and gradients {size(self.weights)}, optimizer state "
+            f"{size(self.optimizer)}, activations {size(self.activations)}, data {data})"
         )
 
 
-def mib(n: int | None) -> str:
-    return f"{(n or 0) / 2**20:.1f}"
+def size(n: int) -> str:
+    """Bytes in words: `12.3 MiB`."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 def estimate(configs: list[DictConfig]) -> MemoryEstimate:
