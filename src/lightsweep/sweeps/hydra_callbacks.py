@@ -151,7 +151,7 @@ class MLflowSweepCallback(Callback):
             return
         joblib = "JoblibLauncher" in str(config.hydra.launcher.get("_target_", ""))
         failed = self.conclude(
-            context, sweep_dir, str(config.get("log_models", "best")), joblib_args(config) if joblib else None
+            context, sweep_dir, str(config.get("log_models", "best")), _joblib_args(config) if joblib else None
         )
         if failed and self.exit_nonzero_on_failure:
             raise SystemExit(1)
@@ -293,7 +293,7 @@ def continue_parent_run(client, run_id: str, sweep_dir: Path) -> None:
         client.set_tag(run_id, "lightsweep.sweep_dir", str(sweep_dir))
 
 
-def joblib_args(config: DictConfig) -> dict:
+def _joblib_args(config: DictConfig) -> dict:
     """The sweep launcher's own `joblib.Parallel` arguments (as Hydra's joblib launcher passes them), so
     that joblib reuses its loky workers."""
     args = OmegaConf.to_container(config.hydra.launcher, resolve=True)
