@@ -9,11 +9,13 @@ the epoch's end has written the checkpoint a run continues from (its last.ckpt, 
 group's own), and nothing of the next epoch is logged yet. The requeued task (SLURM sets
 SLURM_RESTART_COUNT in it) finds its jobs' runs as a resumed sweep's jobs do
 (lightsweep.sweeps.context.current_job) and Lightning restarts from that checkpoint: each epoch is
-trained and logged once, in one run per job.
+trained once, and logged once (a resumed run's logger skips the steps its run has:
+lightsweep.tracking.logger), in one run per job.
 
 When no epoch starts within `wait_s` of the signal (it came during the last epoch or the test, or an
 epoch is longer than that), the signal goes to submitit then: the requeued task continues from the
-last complete epoch, and what the cut epoch had logged is logged again from its start.
+last complete epoch and trains the cut epoch again (its steps already in the store are not logged
+again).
 
 While the task is being requeued its runs stay RUNNING (lightsweep.tracking.run.end_run_for): the
 requeued task continues them. The requeue ends the task with SIGTERM, which is then not an
