@@ -26,6 +26,8 @@
 #   LIGHTSWEEP_SLURMDBD_PORT      slurmdbd port (default 6819)
 #   LIGHTSWEEP_SLURM_DB_PORT      MariaDB port, on 127.0.0.1 only (default 3307)
 #   LIGHTSWEEP_SLURM_KILL_WAIT    seconds between SIGTERM and SIGKILL at a job's time limit (default 10)
+#   LIGHTSWEEP_SLURM_CRED_EXPIRE  job credential lifetime, also how long a requeued job waits before it
+#                                 may start again (default 10; SLURM's own default is 120)
 #   LIGHTSWEEP_SLURM_START_TIMEOUT  seconds each daemon gets to come up (default 120)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,6 +39,7 @@ SLURMD_PORT=${LIGHTSWEEP_SLURMD_PORT:-6818}
 DBD_PORT=${LIGHTSWEEP_SLURMDBD_PORT:-6819}
 DB_PORT=${LIGHTSWEEP_SLURM_DB_PORT:-3307}
 KILL_WAIT=${LIGHTSWEEP_SLURM_KILL_WAIT:-10}
+CRED_EXPIRE=${LIGHTSWEEP_SLURM_CRED_EXPIRE:-10}
 START_TIMEOUT=${LIGHTSWEEP_SLURM_START_TIMEOUT:-120}
 PARTITION=debug
 DB_USER=slurm
@@ -128,7 +131,8 @@ SlurmdPort=$SLURMD_PORT
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket=$MUNGE_SOCKET
+# cred_expire: a requeued job (time limit, preemption) may start again this many seconds after it stopped.
+AuthInfo=socket=$MUNGE_SOCKET,cred_expire=$CRED_EXPIRE
 CredType=cred/munge
 StateSaveLocation=$STATE/state
 SlurmdSpoolDir=$STATE/spool
@@ -149,6 +153,8 @@ AccountingStoragePort=$DBD_PORT
 AccountingStoragePass=$MUNGE_SOCKET
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
+# A requeued job is eligible again cred_expire seconds after it stopped: look for it every few seconds.
+SchedulerParameters=bf_interval=5,sched_interval=5
 # A job asking for more than the node has is refused at sbatch, not left pending for ever.
 EnforcePartLimits=ALL
 MpiDefault=none

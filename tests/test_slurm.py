@@ -1,7 +1,9 @@
 """Cluster sweeps on a real SLURM: scripts/slurm_cluster.sh starts a one-node cluster with accounting
 (munged, MariaDB, slurmdbd, slurmctld, slurmd, all on loopback); sweeps with
-hydra/launcher=slurm run on it end to end, through lightsweep's launcher
-(src/hydra_plugins/lightsweep_submitit); the script stops everything and leaves nothing behind.
+hydra/launcher=slurm and slurm_vectorized run on it end to end, through lightsweep's launchers
+(src/hydra_plugins/lightsweep_submitit): a vectorized group as one task, a time limit and a
+preemption that requeue a task which continues its runs, submitting without waiting then
+collecting; the script stops everything and leaves nothing behind.
 
 Slow tier. The SLURM packages come from scripts/team_deps.sh (CI installs them); where they are
 missing, or not running as root, the tests skip with the reason (and fail under CI=true). The cluster
@@ -24,9 +26,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from helpers import ROOT, cli_env, run_sweep, sweep_runs
+from helpers import PYTHON, QUIET, ROOT, cli_env, run_sweep, sweep_runs
 from pytorch_lightning import Callback
 from team_helpers import ARTIFACTS, IN_CI, SERVER_SCRIPT, free_port, pid_alive, postgres_installed, require
+
+from lightsweep.callbacks import EpochHistory
 
 pytestmark = pytest.mark.slow
 
@@ -88,6 +92,22 @@ class Misbehave(Callback):
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for _ in range(3600):  # short sleeps: a signal's Python handler runs within a second
             time.sleep(1)
+
+
+class SlowEpochs(EpochHistory):
+    """Makes each epoch take `seconds` longer (at its end, in short sleeps: signals are handled within
+    a second). An EpochHistory, so that a vectorized group accepts it as a member's own callback (each
+    member sleeps)."""
+
+    def __init__(self, seconds: float = 1.0):
+        super().__init__()
+        self.seconds = seconds
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        super().on_train_epoch_end(trainer, pl_module)
+        deadline = time.monotonic() + self.seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 def slurm_installed() -> bool:
@@ -440,13 +460,13 @@ def test_sweep_logs_to_the_team_server(cluster, tmp_path):
 
 def test_ddp_with_slurm_starting_the_ranks(cluster, tmp_path):
     """The DDP path that works under SLURM: one task per device, strategy=ddp, SLURM starts the ranks
-    (with ddp_spawn every spawned worker would read rank 0 from SLURM's environment)."""
+    (with ddp_spawn every spawned worker would read rank 0 from SLURM's environment). The launcher asks
+    for trainer.num_nodes nodes and trainer.devices tasks on each: 2 ranks as 2 tasks on this node."""
     start = time.monotonic()
     result = run_sweep(
         tmp_path,
         *SLURM,
         *TINY,
-        "hydra.launcher.tasks_per_node=2",
         "trainer=ddp_cpu",
         "trainer.strategy=ddp",
         "seed=1",
@@ -469,6 +489,274 @@ def test_ddp_with_slurm_starting_the_ranks(cluster, tmp_path):
         p.read_text() for p in Path(parents[0].data.tags["lightsweep.sweep_dir"]).glob(".submitit/*/*_log.*")
     )
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in logs and "GLOBAL_RANK: 1, MEMBER: 2/2" in logs
+    submission = next(Path(parents[0].data.tags["lightsweep.sweep_dir"]).glob(".submitit/*/*_submission.sh"))
+    script = submission.read_text()
+    assert "#SBATCH --ntasks-per-node=2" in script and "#SBATCH --nodes=1" in script
+
+
+# --- hydra/launcher=slurm_vectorized, requeueing, wait=false ---------------------------------------------
+
+SLURM_VECTORIZED = ["hydra/launcher=slurm_vectorized", *SLURM[1:]]
+# Four jobs that share everything but their optimizer: one vectorized group.
+GROUP = [
+    "model=softmax",
+    "data=digits",
+    "trainer.max_epochs=2",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.log_every_n_steps=5",
+    "optimizer=sgd,adam,nadam,rmsprop",
+]
+
+
+def children_by_name(tmp_path) -> dict:
+    """{run name: (status, test/acc, SLURM job id)} of the one sweep's children in tmp_path's store."""
+    _, parents, children, _ = sweep_runs(tmp_path)
+    assert len(parents) == 1
+    return {
+        c.info.run_name: (c.info.status, c.data.metrics.get("test/acc"), c.data.tags.get("lightsweep.slurm_job_id"))
+        for c in children
+    }
+
+
+def report_table(parent) -> list[str]:
+    """The report's comparison table (its first), without the columns of seconds (they differ from sweep
+    to sweep)."""
+    report = (Path(parent.data.tags["lightsweep.sweep_dir"]) / "report" / "report.md").read_text()
+    table = report.split("## Comparison", 1)[1].split("\n\n")[1]
+    rows = [[cell.strip() for cell in line.split("|")] for line in table.splitlines() if "---" not in line]
+    keep = [i for i, name in enumerate(rows[0]) if "seconds" not in name and "total s" not in name]
+    return [" | ".join(row[i] for i in keep) for row in rows]
+
+
+@pytest.fixture(scope="module")
+def waited_group(cluster, tmp_path_factory):
+    """The 4-job group sweep, launched and waited for: (tmp_path, the sweep's result)."""
+    tmp_path = tmp_path_factory.mktemp("waited-group")
+    start = time.monotonic()
+    result = run_sweep(tmp_path, *SLURM_VECTORIZED, *GROUP, env=sweep_env(cluster, tmp_path), timeout=420)
+    TIMINGS["4-job vectorized group, one task, waited for (s)"] = round(time.monotonic() - start, 1)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return tmp_path, result
+
+
+def test_a_vectorized_group_is_one_slurm_task_with_a_run_per_job(cluster, waited_group):
+    tmp_path, result = waited_group
+    output = result.stdout + result.stderr
+    assert "4 jobs as 1 tasks (1 groups, 0 jobs alone)" in output
+    assert "Group of 4 jobs (#0-3), one SLURM task: " in output and " of tensors (weights and gradients" in output
+    _, parents, children, _ = sweep_runs(tmp_path)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED" and len(children) == 4
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert {c.data.tags["lightsweep.vectorized"] for c in children} == {"0-3"}
+    job_ids = {c.data.tags["lightsweep.slurm_job_id"] for c in children}
+    assert len(job_ids) == 1, job_ids  # one SLURM task trained the four
+    assert sacct_states(cluster, job_ids) == dict.fromkeys(job_ids, "COMPLETED")
+    for child in children:
+        assert {"val/acc", "test/acc"} <= set(child.data.metrics)
+    assert (Path(parents[0].data.tags["lightsweep.sweep_dir"]) / "report" / "report.html").is_file()
+
+
+def collect(tmp_path, cluster, *overrides: str, timeout: int = 420) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PYTHON, "pipelines/collect.py", f"paths.log_dir={tmp_path}/outputs", *overrides],
+        cwd=ROOT,
+        env=sweep_env(cluster, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_submit_and_walk_away_then_collect_gives_what_a_waiting_sweep_gives(cluster, tmp_path, waited_group):
+    start = time.monotonic()
+    submitted = run_sweep(
+        tmp_path, *SLURM_VECTORIZED, *GROUP, "hydra.launcher.wait=false", env=sweep_env(cluster, tmp_path), timeout=300
+    )
+    TIMINGS["wait=false: submission returns (s)"] = round(time.monotonic() - start, 1)
+    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    _, parents, _, _ = sweep_runs(tmp_path)
+    (parent,) = parents
+    assert parent.info.status == "RUNNING" and parent.data.tags["lightsweep.detached"] == "true"
+    assert f"python pipelines/collect.py sweep={parent.info.run_id}" in submitted.stdout
+    array = parent.data.tags["lightsweep.slurm_arrays"]
+    assert f"squeue -j {array}" in submitted.stdout
+    assert "slurm_tasks.json" in {a.path for a in sweep_runs(tmp_path)[0].list_artifacts(parent.info.run_id)}
+
+    start = time.monotonic()
+    collected = collect(tmp_path, cluster, "sweep=latest")
+    TIMINGS["wait=false: collect, waiting for the group (s)"] = round(time.monotonic() - start, 1)
+    assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-3000:]
+    assert "Waiting for 1 SLURM tasks" in collected.stdout
+
+    # The same parent, children and report as the sweep that waited.
+    waited_path, _ = waited_group
+    (after,) = sweep_runs(tmp_path)[1]
+    (waited_parent,) = sweep_runs(waited_path)[1]
+    assert after.info.run_id == parent.info.run_id and after.info.status == "FINISHED"
+    assert after.data.tags["lightsweep.failed_jobs"] == waited_parent.data.tags["lightsweep.failed_jobs"] == "0"
+    assert after.data.tags["lightsweep.best_model"]  # the best child's model, logged at the sweep's end
+    ours, theirs = children_by_name(tmp_path), children_by_name(waited_path)
+    assert {k: v[:2] for k, v in ours.items()} == {k: v[:2] for k, v in theirs.items()}
+    assert {v[2] for v in ours.values()} == {array}  # tagged with their task, as a waited sweep's are
+    assert report_table(after) == report_table(waited_parent)
+
+    again = collect(tmp_path, cluster, f"sweep={parent.info.run_id}")
+    assert again.returncode == 2 and "is collected already (its parent run is FINISHED)" in again.stderr
+
+
+def test_collect_records_the_tasks_that_died_without_a_word(cluster, tmp_path):
+    """A sweep that did not wait, its task cancelled before it could say anything (scancel): collect
+    ends its jobs' runs KILLED with SLURM's reason (creating those the task never made), builds the
+    report and ends the parent, as a sweep that waits does."""
+    submitted = run_sweep(
+        tmp_path,
+        *SLURM_VECTORIZED,
+        *TINY,
+        "data=digits",
+        "optimizer=sgd,adam",
+        "hydra.launcher.wait=false",
+        env=sweep_env(cluster, tmp_path),
+        timeout=300,
+    )
+    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    (parent,) = sweep_runs(tmp_path)[1]
+    array = parent.data.tags["lightsweep.slurm_arrays"]
+    slurm(cluster, "scancel", array)
+    start = time.monotonic()
+    collected = collect(tmp_path, cluster)
+    TIMINGS["wait=false: collect a cancelled task (s)"] = round(time.monotonic() - start, 1)
+    # (KILLED runs are not failed ones for the sweep's status and exit code: MLflowSweepCallback.finish)
+    assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-3000:]
+    assert f"job #0 failed: SLURM job {array} ended CANCELLED without a result" in collected.stderr
+    _, parents, children, _ = sweep_runs(tmp_path)
+    assert len(children) == 2 and {c.info.status for c in children} == {"KILLED"}
+    for child in children:
+        reason = child.data.tags["lightsweep.failure_reason"]
+        assert f"SLURM job {array} ended CANCELLED without a result: it was cancelled (scancel)" in reason, reason
+        assert child.data.tags["lightsweep.slurm_job_id"] == array
+    assert parents[0].info.status != "RUNNING"
+    report = (Path(parents[0].data.tags["lightsweep.sweep_dir"]) / "report" / "report.md").read_text()
+    assert "2 runs, 0 failed (0 diverged)" in report and "2 killed" in report
+
+
+def epoch_end_steps(client, run, key: str = "val/acc") -> list[int]:
+    return [m.step for m in client.get_metric_history(run.info.run_id, key)]
+
+
+def test_a_job_past_its_time_limit_is_requeued_and_finishes_in_one_run(cluster, tmp_path):
+    """A job of 13 epochs of 10 s under a 2-minute limit: SLURM's warning signal comes before the limit,
+    the task is requeued as its next epoch starts and continues its run from that epoch's checkpoint,
+    once or twice, until it finishes: one FINISHED run, every epoch trained and logged once."""
+    epochs = 13
+    start = time.monotonic()
+    result = run_sweep(
+        tmp_path,
+        *SLURM,
+        "hydra.launcher.timeout_min=2",
+        "hydra.launcher.max_num_timeout=3",
+        "model=softmax",
+        "data=digits",
+        f"trainer.max_epochs={epochs}",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "trainer.log_every_n_steps=5",
+        "callbacks.early_stopping=null",
+        "+callbacks.slow._target_=test_slurm.SlowEpochs",
+        "+callbacks.slow.seconds=10",
+        "seed=1",
+        env=sweep_env(cluster, tmp_path),
+        timeout=600,
+    )
+    TIMINGS["time-limit requeue: 13 x 10 s epochs, 2-minute limit (s)"] = round(time.monotonic() - start, 1)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    client, parents, children, runs = sweep_runs(tmp_path)
+    assert len(parents) == 1 and len(children) == 1 and len(runs) == 2  # never a second run
+    (child,) = children
+    assert child.info.status == "FINISHED" and "test/acc" in child.data.metrics
+    requeued = int(child.data.tags["lightsweep.requeued"])
+    assert requeued >= 1 and child.data.tags["lightsweep.resumed"] == str(requeued)
+    # Every epoch's end once, every logged step once.
+    steps = epoch_end_steps(client, child)
+    assert len(steps) == epochs and len(set(steps)) == epochs, steps
+    train = epoch_end_steps(client, child, "train/loss")
+    assert len(train) == len(set(train)), train
+    # SLURM's accounting: the task was requeued, then completed, all under one job id.
+    job_id = child.data.tags["lightsweep.slurm_job_id"]
+    history = slurm(cluster, "sacct", "-D", "-X", "-n", "-P", "-o", "JobID,State,Elapsed", "-j", job_id).split()
+    states = [line.split("|")[1] for line in history]
+    assert states.count("REQUEUED") == requeued and states[-1] == "COMPLETED", history
+    ran = sum(
+        int(h) * 3600 + int(m) * 60 + int(sec) for h, m, sec in (line.split("|")[2].split(":") for line in history)
+    )
+    TIMINGS["time-limit requeue: the job's time on the node over its runs (s)"] = ran
+    assert ran > 120  # the job was longer than its limit
+    log = "".join(
+        p.read_text() for p in Path(parents[0].data.tags["lightsweep.sweep_dir"]).glob(".submitit/*/*_log.out")
+    )
+    assert "the task is requeued as the next epoch starts" in log and "Requeued job" in log
+
+
+def test_a_preempted_group_is_requeued_and_continues_its_members_runs(cluster, tmp_path):
+    """SLURM's warning signal at any moment (sent by hand here, as a cluster that preempts sends it): the
+    group's task is requeued at its next epoch's start, and continues every member's run from the
+    group's own checkpoint."""
+    epochs = 4
+    process = subprocess.Popen(
+        [
+            PYTHON,
+            "train.py",
+            "-m",
+            f"paths.log_dir={tmp_path}/outputs",
+            *QUIET,
+            *SLURM_VECTORIZED,
+            "hydra.launcher.max_num_timeout=1",
+            "model=softmax",
+            "data=digits",
+            f"trainer.max_epochs={epochs}",
+            "trainer.limit_val_batches=2",
+            "trainer.limit_test_batches=2",
+            "trainer.log_every_n_steps=5",
+            "callbacks.early_stopping=null",
+            "+callbacks.slow._target_=test_slurm.SlowEpochs",
+            "+callbacks.slow.seconds=1",
+            "optimizer=sgd,adam",
+        ],
+        cwd=ROOT,
+        env=sweep_env(cluster, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    start = time.monotonic()
+    try:
+        while not list((tmp_path / "outputs").glob("multiruns/*/group-0-1/last.ckpt")):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() - start < 300, "the group wrote no checkpoint within 300 s"
+            time.sleep(0.2)
+        (job_id,) = slurm(cluster, "squeue", "-h", "-t", "R", "-o", "%i").split()
+        slurm(cluster, "scancel", "--signal=USR2", job_id)  # to the job's steps: the task itself
+        stdout, stderr = process.communicate(timeout=420)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    TIMINGS["preempted group of 2, requeued (s)"] = round(time.monotonic() - start, 1)
+    assert process.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    client, parents, children, runs = sweep_runs(tmp_path)
+    assert len(parents) == 1 and len(children) == 2 and len(runs) == 3
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert {c.data.tags["lightsweep.slurm_job_id"] for c in children} == {job_id}
+    assert {c.data.tags["lightsweep.requeued"] for c in children} == {"1"}
+    assert {c.data.tags["lightsweep.resumed"] for c in children} == {"1"}
+    for child in children:
+        steps = epoch_end_steps(client, child)
+        assert len(steps) == epochs and len(set(steps)) == epochs, steps
+    log = "".join(p.read_text() for p in Path(parents[0].data.tags["lightsweep.sweep_dir"]).glob(".submitit/*/*_log.*"))
+    # (submitit counts a signal within 10 minutes of any limit as a time-out, as here, else as a preemption)
+    assert "Caught signal SIGUSR2" in log and "Requeued job" in log
+    assert "vectorized group: continues from" in log
+    history = slurm(cluster, "sacct", "-D", "-X", "-n", "-P", "-o", "JobID,State", "-j", job_id).split()
+    assert [line.split("|")[1] for line in history] == ["REQUEUED", "COMPLETED"], history
 
 
 def test_stop_leaves_no_slurm_munge_or_database_process(cluster):

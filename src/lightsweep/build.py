@@ -22,8 +22,18 @@ def build(cfg: DictConfig, run=None, tested: bool = True):
     limit_threads(cfg.get("threads"))
     flush_denormal(cfg.get("flush_denormal", False))
     datamodule, model = build_model(cfg)
-    trainer = instantiate(cfg, "trainer", callbacks=build_callbacks(cfg, tested), logger=build_logger(cfg, run))
+    callbacks, logger = build_callbacks(cfg, tested), build_logger(cfg, run)
+    trainer = instantiate(cfg, "trainer", callbacks=callbacks, logger=logger, **cluster_plugins())
     return datamodule, model, trainer
+
+
+def cluster_plugins() -> dict:
+    """The trainer's plugins inside a SLURM job: Lightning's SLURM environment (ranks, nodes, addresses)
+    without its own requeueing (SIGUSR1, `hpc_ckpt_*.ckpt` restored automatically): a task is requeued
+    by submitit, at the warning signal lightsweep holds (lightsweep.requeue), one mechanism."""
+    from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+    return {"plugins": [SLURMEnvironment(auto_requeue=False)]} if SLURMEnvironment.detect() else {}
 
 
 def build_callbacks(cfg: DictConfig, tested: bool = True) -> list:
@@ -31,11 +41,13 @@ def build_callbacks(cfg: DictConfig, tested: bool = True) -> list:
     sweep's member gets the same list: its job's)."""
     from pytorch_lightning.callbacks import ProgressBar
 
+    from lightsweep import requeue
     from lightsweep.callbacks import (
         EpochHistory,
         OptimizerModes,
         ProcessGroupExit,
         RandomState,
+        RequeueAtEpochStart,
         RunArtifacts,
         SignalCheck,
     )
@@ -68,6 +80,8 @@ def build_callbacks(cfg: DictConfig, tested: bool = True) -> list:
         callbacks.append(OptimizerModes())
     if (pruning := trial_pruning()) is not None:  # a trial of an Optuna study with a pruner
         callbacks.append(pruning)
+    if requeue.holding():  # a SLURM task that may be requeued at its time limit
+        callbacks.append(RequeueAtEpochStart())
     return callbacks
 
 
@@ -85,10 +99,16 @@ def optimizer_has_modes(cfg: DictConfig) -> bool:
 
 
 def build_logger(cfg: DictConfig, run=None):
-    """The run's MLFlowLogger, logging to `run` (created by lightsweep); False when nothing is tracked."""
+    """The run's MLFlowLogger, logging to `run` (created by lightsweep); False when nothing is tracked.
+    A resumed run's logger skips the steps the run has logged already (see tracking.logger)."""
     if run is None:
         return False
-    return instantiate(cfg, "logger.mlflow", run_id=run.run_id, tracking_uri=run.tracking_uri)
+    logger = instantiate(cfg, "logger.mlflow", run_id=run.run_id, tracking_uri=run.tracking_uri)
+    if run.resume is not None and hasattr(logger, "skip_through"):
+        from lightsweep.tracking.logger import last_logged_step
+
+        logger.skip_through(last_logged_step(run.client, run.run_id))
+    return logger
 
 
 def build_model(cfg: DictConfig):

@@ -14,6 +14,8 @@ Two gaps are closed:
 - A signal that comes while the garbage collector runs a `__del__` or a weakref callback is raised
   inside it, where Python cannot propagate it and prints it as an ignored exception. The block's
   `sys.unraisablehook` keeps quiet about it; the signal is still received, and `check()` raises it.
+
+A SLURM task being requeued (lightsweep.requeue) is ended with SIGTERM: `ignore("SIGTERM")` drops it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class _State:
     received: str | None = None  # the signal's name, until lightsweep has acted on it
     acted_on: str | None = None  # the last one lightsweep acted on (the process is on its way out)
     depth = 0  # nested handled() blocks
+    ignored: set = set()  # names of signals that are not interrupts now (a task being requeued)
     deferring = 0  # nested deferred() blocks
     previous: dict = {}
     previous_unraisable = staticmethod(sys.unraisablehook)
@@ -47,6 +50,8 @@ def _exception(name: str) -> KeyboardInterrupt:
 
 
 def _handler(signum, frame) -> None:
+    if signal.Signals(signum).name in _state.ignored:
+        return
     _state.received = signal.Signals(signum).name
     if not _state.deferring:
         raise _exception(_state.received)
@@ -81,6 +86,14 @@ def handled():
             for s, previous in _state.previous.items():
                 signal.signal(s, previous)
             sys.unraisablehook = _state.previous_unraisable
+
+
+def ignore(name: str, ignored: bool = True) -> None:
+    """From now on signal `name` ("SIGTERM") is not an interrupt (or is one again: `ignored=False`)."""
+    if ignored:
+        _state.ignored.add(name)
+    else:
+        _state.ignored.discard(name)
 
 
 def received() -> str | None:

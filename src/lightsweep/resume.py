@@ -119,7 +119,12 @@ def job_resume_point(client, sweep, num: int, varying: list[str], params: dict[s
     if not runs:
         return None
     run = runs[0]
-    ran = sorted(o for o in run.data.tags.get("overrides", "").split(" ") if override_key(o) in sweep.varying)
+    # (as JobInfo.varying_overrides: every override when the sweep varies nothing, a one-job sweep)
+    ran = sorted(
+        o
+        for o in run.data.tags.get("overrides", "").split(" ")
+        if o and (not sweep.varying or override_key(o) in sweep.varying)
+    )
     if ran != sorted(varying):
         raise LightsweepError(
             f"job {num}'s run {run.info.run_id} ran {' '.join(ran)}, not {' '.join(sorted(varying))}: resume the "

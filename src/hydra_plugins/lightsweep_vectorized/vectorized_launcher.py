@@ -157,12 +157,8 @@ class VectorizedLauncher(Launcher):
         keyed: Dict[Hashable, List[Job]] = {}
         for offset, overrides in enumerate(job_overrides):
             idx = initial_job_idx + offset
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = idx
-                sweep_config.hydra.job.num = idx
-            job = Job(idx=idx, overrides=list(overrides), config=sweep_config)
-            key = self.group_key(sweep_config)
+            job = Job(idx=idx, overrides=list(overrides), config=self.compose(overrides, idx))
+            key = self.group_key(job.config)
             if key is None:
                 units.append(Unit(key=None, jobs=[job]))
             else:
@@ -176,6 +172,16 @@ class VectorizedLauncher(Launcher):
                 units.append(Unit(key=key, jobs=jobs[start:end]))
                 start = end
         return sorted(units, key=lambda unit: unit.jobs[0].idx)
+
+    def compose(self, overrides: Sequence[str], idx: int, job_id: Optional[str] = None) -> DictConfig:
+        """Job `idx`'s config: the sweep's with its overrides; hydra.job.num is `idx`, hydra.job.id too
+        unless given (a SLURM task's job id)."""
+        assert self.hydra_context is not None and self.config is not None
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = idx if job_id is None else job_id
+            sweep_config.hydra.job.num = idx
+        return sweep_config
 
     # --- running -------------------------------------------------------------------------------------
 

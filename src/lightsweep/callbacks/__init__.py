@@ -8,6 +8,7 @@ from lightsweep.callbacks.distributed import ProcessGroupExit
 from lightsweep.callbacks.history import EpochHistory, RandomState
 from lightsweep.callbacks.interrupts import InterruptCheckpoint, SignalCheck
 from lightsweep.callbacks.pruning import OptunaPruning
+from lightsweep.callbacks.requeue import RequeueAtEpochStart
 from lightsweep.callbacks.schedulefree import OptimizerModes
 from lightsweep.callbacks.timing import StepTimer
 
@@ -18,6 +19,7 @@ __all__ = [
     "OptunaPruning",
     "ProcessGroupExit",
     "RandomState",
+    "RequeueAtEpochStart",
     "RunArtifacts",
     "SignalCheck",
     "StepTimer",

@@ -24,6 +24,7 @@ class SweepContext:
     experiment_id: str | None = None
     parent_run_id: str | None = None
     resuming: bool = False  # an interrupted sweep continued (`resume=`): jobs look for their earlier runs
+    detached: bool = False  # its SLURM tasks were submitted without waiting: `pipelines/collect.py` ends it
 
     def write(self, sweep_dir: Path) -> None:
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -70,11 +71,18 @@ def current_job() -> JobInfo | None:
 
     if not HydraConfig.initialized():
         return None
+    from lightsweep.requeue import restarts
+
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return None
+    sweep = SweepContext.read(Path(hydra_cfg.sweep.dir))
+    if sweep is not None and restarts():
+        # A SLURM task requeued (a time limit, a preemption): its jobs continue their own runs in place,
+        # as a resumed sweep's jobs do (lightsweep.requeue).
+        sweep.resuming = True
     return JobInfo(
-        sweep=SweepContext.read(Path(hydra_cfg.sweep.dir)),
+        sweep=sweep,
         num=int(hydra_cfg.job.num),
         overrides=list(hydra_cfg.overrides.task),
     )

@@ -148,10 +148,30 @@ class MLflowSweepCallback(Callback):
         if context is None or not context.tracked:
             self.untracked_failures(sweep_dir)
             return
+        if context.detached:  # its SLURM tasks run on: `pipelines/collect.py` ends the sweep (the launcher said how)
+            print(f"Sweep parent run {context.parent_run_id} stays RUNNING until its tasks are collected")
+            return
+        joblib = "JoblibLauncher" in str(config.hydra.launcher.get("_target_", ""))
+        failed = self.conclude(
+            context,
+            sweep_dir,
+            str(config.get("log_models", "best")),
+            trusted_targets(config),
+            _joblib_args(config) if joblib else None,
+        )
+        if failed and self.exit_nonzero_on_failure:
+            raise SystemExit(1)
+
+    def conclude(
+        self, context, sweep_dir: Path, log_models: str, allowed: list[str], parallel: dict | None = None
+    ) -> bool:
+        """Once every job has ended: the best child's model, the report, the parent's end. True when a job
+        failed or the best model could not be logged. Also run by `pipelines/collect.py` for a sweep that
+        did not wait for its SLURM tasks."""
         from lightsweep.tracking.store import open_store, ui_command
 
         client = open_store(context.tracking_uri)
-        model_failed = not self.best_model(config, context.tracking_uri, context.parent_run_id)
+        model_failed = not self.best_model(log_models, context.tracking_uri, context.parent_run_id, allowed, parallel)
         try:
             failed = self.finish(client, context.parent_run_id, sweep_dir)
         except Exception as err:  # Hydra would turn it into a warning and exit 0
@@ -162,8 +182,7 @@ class MLflowSweepCallback(Callback):
             )
             raise SystemExit(1) from None
         print(f"Review it: {ui_command(context.tracking_uri)}")
-        if (model_failed or failed) and self.exit_nonzero_on_failure:
-            raise SystemExit(1)
+        return bool(model_failed or failed)
 
     def untracked_failures(self, sweep_dir: Path) -> None:
         """A sweep without MLflow (logger=none): the jobs' own records are all there is to count."""
@@ -176,32 +195,32 @@ class MLflowSweepCallback(Callback):
                 raise SystemExit(1)
 
     @staticmethod
-    def best_model(config: DictConfig, tracking_uri: str, parent_run_id: str) -> bool:
+    def best_model(
+        mode: str, tracking_uri: str, parent_run_id: str, allowed: list[str], parallel: dict | None = None
+    ) -> bool:
         """The best child (validation accuracy of its best checkpoint): its MLflow model logged from
-        that checkpoint unless it has one (log_models=best), and the command that registers it.
+        that checkpoint unless it has one (`mode`, log_models=best), and the command that registers it.
         False when its model could not be logged (the sweep's runs are intact either way).
 
         With the joblib launcher this process has not imported torch (its jobs ran in loky workers):
-        the step runs in one of those workers, which `joblib.Parallel` reuses with torch, Lightning
-        and MLflow loaded, instead of importing them all here (seconds)."""
+        the step runs in one of those workers (`parallel`: the launcher's joblib arguments), which
+        `joblib.Parallel` reuses with torch, Lightning and MLflow loaded, instead of importing them all
+        here (seconds)."""
         import time
 
         from lightsweep import allowlist
         from lightsweep.errors import LightsweepError
         from lightsweep.tracking.logged_models import sweep_best_model_at
 
-        mode = str(config.get("log_models", "best"))
         register = f"python pipelines/register.py sweep={parent_run_id}"
-        allowed = [*(config.get("allowed_targets") or []), *allowlist.composed_targets(config)]
         started = time.perf_counter()
         try:
-            joblib = "JoblibLauncher" in str(config.hydra.launcher.get("_target_", ""))
-            if mode == "best" and joblib and "torch" not in sys.modules:
+            if mode == "best" and parallel is not None and "torch" not in sys.modules:
                 from joblib import Parallel, delayed
 
-                best = Parallel(**_joblib_args(config))(
-                    [delayed(sweep_best_model_at)(tracking_uri, parent_run_id, mode, allowed)]
-                )[0]
+                best = Parallel(**parallel)([delayed(sweep_best_model_at)(tracking_uri, parent_run_id, mode, allowed)])[
+                    0
+                ]
             else:
                 best = sweep_best_model_at(tracking_uri, parent_run_id, mode, allowed)
         except allowlist.UntrustedConfig as err:
@@ -252,6 +271,14 @@ class MLflowSweepCallback(Callback):
         all_failed = bool(children) and all(c.info.status == "FAILED" for c in children)
         client.set_terminated(parent_run_id, "FAILED" if all_failed or not children else "FINISHED")
         return failed
+
+
+def trusted_targets(config: DictConfig) -> list[str]:
+    """The targets the sweep's best model may be rebuilt from besides lightsweep's own: the user's
+    `allowed_targets` and the sweep's own config's (lightsweep.allowlist)."""
+    from lightsweep import allowlist
+
+    return [*(config.get("allowed_targets") or []), *allowlist.composed_targets(config)]
 
 
 def continued_parent(config: DictConfig) -> str | None:
@@ -328,7 +355,7 @@ def _warn_if_nodes_cannot_reach(config: DictConfig, tracking_uri: str) -> None:
     from urllib.parse import urlparse
 
     launcher = str(config.hydra.launcher.get("_target_", ""))
-    if "SlurmLauncher" not in launcher:
+    if "Slurm" not in launcher:
         return
     uri = urlparse(tracking_uri)
     if uri.scheme in ("sqlite", "file", ""):
@@ -351,8 +378,8 @@ def _fail_if_still_running(client, run_id: str) -> None:
     or a child whose worker process died with it, RUNNING."""
     try:
         parent = client.get_run(run_id)
-        if parent.info.status != "RUNNING":
-            return
+        if parent.info.status != "RUNNING" or parent.data.tags.get("lightsweep.detached") == "true":
+            return  # (a sweep whose SLURM tasks run on is ended by `pipelines/collect.py`)
         children = client.search_runs(
             [parent.info.experiment_id],
             max_results=10000,

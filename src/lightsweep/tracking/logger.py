@@ -10,6 +10,11 @@ and when Lightning finishes a fit/validate/test (`finalize`). The store ends up 
 Lightning's `finalize` also ends the run (`set_terminated`) after every fit and test and on any
 error; here it only flushes: the run's lifecycle (lightsweep.tracking.run) alone ends a run, once
 everything is stored. The best checkpoint is uploaded by lightsweep's RunArtifacts callback.
+
+A resumed run (resume=, a resumed sweep's job, a requeued SLURM task) restarts from its last
+checkpoint, an epoch's end, and Lightning runs that epoch's end again: what it logs there, and what
+the run logged after the checkpoint before it stopped, is in the store already. `skip_through(step)`
+drops the points at steps the run has (`last_logged_step`), so each step is logged once.
 """
 
 from __future__ import annotations
@@ -31,12 +36,19 @@ class MLFlowLogger(pl_mlflow.MLFlowLogger):
         self.metric_prefix = prefix  # handled here, as Lightning does: `{prefix}-{key}`
         self.queue: list = []
         self.last_flush = time.monotonic()
+        self.logged_through: int | None = None  # a resumed run's last step in the store
+
+    def skip_through(self, step: int | None) -> None:
+        """Log nothing at `step` or before: a resumed run has those points (None: log everything)."""
+        self.logged_through = step
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
         timestamp_ms = int(time.time() * 1000)
+        if self.logged_through is not None and (step or 0) <= self.logged_through:
+            return
         for key, value in metrics.items():
             if self.metric_prefix:
                 key = f"{self.metric_prefix}{self.LOGGER_JOIN_CHAR}{key}"
@@ -77,3 +89,10 @@ class MLFlowLogger(pl_mlflow.MLFlowLogger):
     def finalize(self, status: str = "success") -> None:
         """Flush only: the run is not over when a fit or a test is (see the module's docstring)."""
         self.flush()
+
+
+def last_logged_step(client, run_id: str) -> int | None:
+    """The highest step of any metric point the run has in the store, or None."""
+    keys = client.get_run(run_id).data.metrics
+    steps = [point.step for key in keys for point in client.get_metric_history(run_id, key)]
+    return max(steps) if steps else None

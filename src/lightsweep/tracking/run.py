@@ -46,7 +46,17 @@ def tracked_run(client, run_id: str):
 
 def end_run_for(client, run_id: str, err: BaseException) -> None:
     """End `run_id` for `err`: KILLED by an interrupt (acted on: later checks do not raise it again),
-    else FAILED with the error as its reason."""
+    else FAILED with the error as its reason. A SLURM task being requeued leaves its run RUNNING, as the
+    requeued task continues it (lightsweep.requeue); the run counts its requeues."""
+    from lightsweep import requeue
+
+    if requeue.requeued(err):
+        with interrupts.deferred():
+            try:
+                client.set_tag(run_id, "lightsweep.requeued", str(requeue.restarts() + 1))
+            except Exception as tag_err:  # pragma: no cover - store gone; the requeued task goes on anyway
+                log.warning("could not tag run %s as requeued: %s", run_id, tag_err)
+        return
     if (signal_name := interrupts.interruption(err)) is not None:
         interrupts.acknowledge()
         end_run(client, run_id, "KILLED", f"interrupted ({signal_name})")

@@ -231,7 +231,7 @@ def _group_trainer(cfg: DictConfig, members: list[Member], folder: Path):
     summary, signals), its random state and its own last checkpoint (what the group resumes from)."""
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from lightsweep.build import instantiate
+    from lightsweep.build import cluster_plugins, instantiate
     from lightsweep.callbacks import RandomState
     from lightsweep.vectorized.members import ONCE_PER_GROUP
     from lightsweep.vectorized.module import FinishDrawnRuns, MembersOnException
@@ -245,7 +245,7 @@ def _group_trainer(cfg: DictConfig, members: list[Member], folder: Path):
         ModelCheckpoint(dirpath=str(folder), filename="last", monitor=None, save_top_k=1, save_on_train_epoch_end=True),
     ]
     clipping = dict.fromkeys(MEMBER_TRAINER_KEYS)  # each member clips its own gradients (StackedClassifier)
-    return instantiate(cfg, "trainer", callbacks=callbacks, logger=False, **clipping)
+    return instantiate(cfg, "trainer", callbacks=callbacks, logger=False, **clipping, **cluster_plugins())
 
 
 def _test(members: list[Member], module, data, trainer, cfg: DictConfig, drawer) -> list[dict]:

@@ -24,12 +24,13 @@ from lightsweep.callbacks import (
     OptunaPruning,
     ProcessGroupExit,
     RandomState,
+    RequeueAtEpochStart,
     RunArtifacts,
     SignalCheck,
 )
 
 # About the process and the console, not a run: the group's trainer runs them once.
-ONCE_PER_GROUP = (ProgressBar, ModelSummary, SignalCheck, ProcessGroupExit)
+ONCE_PER_GROUP = (ProgressBar, ModelSummary, SignalCheck, ProcessGroupExit, RequeueAtEpochStart)
 # Each member runs its own, with its trainer view; with the above, what a job's callbacks may be in a group.
 PER_MEMBER = (
     Checkpoint,

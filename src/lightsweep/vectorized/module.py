@@ -467,12 +467,15 @@ class FinishDrawnRuns(Callback):
 
 
 class MembersOnException(Callback):
-    """A group's error or interrupt reaches each member's own callbacks (its interrupt checkpoint)."""
+    """A group's error, interrupt or requeue reaches each member's own callbacks (its interrupt
+    checkpoint) and logger (what it queued is sent, as Lightning finalizes a run's logger then)."""
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         for member in pl_module.members:
             if member.running and member.trainer is not None:
                 member.call("on_exception", exception)
+            if member.logger:
+                member.logger.save()
 
 
 class GroupData(pl.LightningDataModule):
