@@ -105,9 +105,9 @@ def build_logger(cfg: DictConfig, run=None):
         return False
     logger = instantiate(cfg, "logger.mlflow", run_id=run.run_id, tracking_uri=run.tracking_uri)
     if run.resume is not None and hasattr(logger, "skip_through"):
-        from lightsweep.tracking.logger import last_logged_step
+        from lightsweep.tracking.logger import last_logged_steps
 
-        logger.skip_through(last_logged_step(run.client, run.run_id))
+        logger.skip_through(last_logged_steps(run.client, run.run_id))
     return logger
 
 

@@ -122,7 +122,7 @@ def test_a_requeued_tasks_run_stays_running_and_counts_its_requeues(tmp_path, su
 def test_a_resumed_runs_logger_logs_no_step_twice(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from lightsweep.tracking.logger import MLFlowLogger, last_logged_step
+    from lightsweep.tracking.logger import MLFlowLogger, last_logged_steps
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
@@ -132,12 +132,15 @@ def test_a_resumed_runs_logger_logs_no_step_twice(tmp_path):
         first.log_metrics({"train/loss": 1.0 / step}, step=step)
     first.log_metrics({"val/acc": 0.5, "epoch": 0}, step=9)
     first.finalize()
-    assert last_logged_step(client, run_id) == 9
+    assert last_logged_steps(client, run_id) == {"train/loss": 9, "val/acc": 9, "epoch": 9}
 
     resumed = MLFlowLogger(tracking_uri=uri, run_id=run_id)
-    resumed.skip_through(last_logged_step(client, run_id))
+    resumed.skip_through(last_logged_steps(client, run_id))
     resumed.log_metrics({"val/acc": 0.5, "epoch": 0}, step=9)  # the checkpoint's epoch end, run again
+    # logged after the checkpoint and lost with the process (kill -9) before it was sent: logged now
+    resumed.log_metrics({"train/loss_epoch": 0.3}, step=9)
     resumed.log_metrics({"train/loss": 0.07}, step=14)
     resumed.finalize()
     assert [m.step for m in client.get_metric_history(run_id, "val/acc")] == [9]
+    assert [m.step for m in client.get_metric_history(run_id, "train/loss_epoch")] == [9]
     assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == [4, 9, 14]

@@ -13,8 +13,10 @@ everything is stored. The best checkpoint is uploaded by lightsweep's RunArtifac
 
 A resumed run (resume=, a resumed sweep's job, a requeued SLURM task) restarts from its last
 checkpoint, an epoch's end, and Lightning runs that epoch's end again: what it logs there, and what
-the run logged after the checkpoint before it stopped, is in the store already. `skip_through(step)`
-drops the points at steps the run has (`last_logged_step`), so each step is logged once.
+the run logged after the checkpoint before it stopped, may be in the store already.
+`skip_through(steps)` drops a metric's points at or before its last step in the store
+(`last_logged_steps`, per metric: an epoch-end metric logged after the checkpoint may have been lost
+with the process while a later step's were sent), so each point is logged once.
 """
 
 from __future__ import annotations
@@ -36,22 +38,22 @@ class MLFlowLogger(pl_mlflow.MLFlowLogger):
         self.metric_prefix = prefix  # handled here, as Lightning does: `{prefix}-{key}`
         self.queue: list = []
         self.last_flush = time.monotonic()
-        self.logged_through: int | None = None  # a resumed run's last step in the store
+        self.logged_through: dict[str, int] = {}  # a resumed run's last step in the store, per metric
 
-    def skip_through(self, step: int | None) -> None:
-        """Log nothing at `step` or before: a resumed run has those points (None: log everything)."""
-        self.logged_through = step
+    def skip_through(self, steps: Mapping[str, int]) -> None:
+        """Log no point of a metric at or before its step in `steps`: a resumed run has those."""
+        self.logged_through = dict(steps)
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
         timestamp_ms = int(time.time() * 1000)
-        if self.logged_through is not None and (step or 0) <= self.logged_through:
-            return
         for key, value in metrics.items():
             if self.metric_prefix:
                 key = f"{self.metric_prefix}{self.LOGGER_JOIN_CHAR}{key}"
+            if (step or 0) <= self.logged_through.get(key, -1):
+                continue
             if isinstance(value, str):
                 rank_zero_warn(f"Discarding metric with string value {key}={value}.")
                 continue
@@ -91,8 +93,7 @@ class MLFlowLogger(pl_mlflow.MLFlowLogger):
         self.flush()
 
 
-def last_logged_step(client, run_id: str) -> int | None:
-    """The highest step of any metric point the run has in the store, or None."""
+def last_logged_steps(client, run_id: str) -> dict[str, int]:
+    """Each metric's highest step in the store for the run."""
     keys = client.get_run(run_id).data.metrics
-    steps = [point.step for key in keys for point in client.get_metric_history(run_id, key)]
-    return max(steps) if steps else None
+    return {key: max(point.step for point in client.get_metric_history(run_id, key)) for key in keys}
