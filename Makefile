@@ -27,8 +27,9 @@ format: setup
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
 
 # Fast tier (everything not marked slow).
+# The fast tier on every core (pytest-xdist: a process per core, one torch thread each).
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 
 # Longer end-to-end checks; exit code 5 (no test selected) is not a failure.
 test-slow: setup

@@ -382,7 +382,7 @@ def test_failing_jobs_end_failed_with_the_reason_and_the_sweep_finishes(cluster,
     parent = parents[0]
     assert parent.data.tags["lightsweep.failed_jobs"] == "3"
     report = (Path(parent.data.tags["lightsweep.sweep_dir"]) / "report" / "report.md").read_text()
-    assert "4 runs, 3 failed" in report
+    assert "4 jobs, 3 failed" in report
     # Nothing left on the cluster. A job killed at its time limit is TIMEOUT in accounting (which the
     # launcher waits for) while slurmd may still be cleaning up its processes (state CG): give it time.
     deadline = time.monotonic() + 90
@@ -637,7 +637,7 @@ def test_collect_records_the_tasks_that_died_without_a_word(cluster, tmp_path):
         assert child.data.tags["lightsweep.slurm_job_id"] == array
     assert parents[0].info.status != "RUNNING"
     report = (Path(parents[0].data.tags["lightsweep.sweep_dir"]) / "report" / "report.md").read_text()
-    assert "2 runs, 0 failed (0 diverged)" in report and "2 killed" in report
+    assert "2 jobs, 0 failed (0 diverged)" in report and "2 killed" in report
 
 
 def epoch_end_steps(client, run, key: str = "val/acc") -> list[int]:

@@ -70,7 +70,9 @@ class SlurmVectorizedLauncher(LightsweepSlurmLauncher):
             ]
             if len(composed) == 1:
                 return [self.planner.run_alone(composed[0])]
-            return self.planner.run_group(Unit(key=None, jobs=composed))
+            returns = self.planner.run_group(Unit(key=None, jobs=composed))
+            self.planner.finish_drawn_runs(wait=True)  # the members' figures stored, their runs ended
+            return returns
 
     # --- in the sweep's process -----------------------------------------------------------------------
 
