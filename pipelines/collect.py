@@ -22,25 +22,15 @@ from lightsweep.errors import LightsweepError
 
 def latest_detached(client, experiment_name: str | None) -> str:
     """The newest sweep still waiting to be collected."""
-    if experiment_name:
-        experiment = client.get_experiment_by_name(experiment_name)
-        if experiment is None:
-            raise LightsweepError(f"no MLflow experiment named {experiment_name!r}: check experiment_name")
-        experiments = [experiment]
-    else:
-        experiments = client.search_experiments()
-    runs = client.search_runs(
-        [e.experiment_id for e in experiments],
-        filter_string="tags.`lightsweep.detached` = 'true' and attributes.status = 'RUNNING'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
+    from lightsweep.sweeps.report import newest_run
+
+    return newest_run(
+        client,
+        experiment_name,
+        "tags.`lightsweep.detached` = 'true' and attributes.status = 'RUNNING'",
+        "no sweep waits to be collected in this store: pass sweep=<parent run id> (a sweep started with "
+        "hydra.launcher.wait=false)",
     )
-    if not runs:
-        raise LightsweepError(
-            "no sweep waits to be collected in this store: pass sweep=<parent run id> (a sweep started with "
-            "hydra.launcher.wait=false)"
-        )
-    return runs[0].info.run_id
 
 
 @hydra.main(version_base="1.3", config_path=str(project_root() / "conf"), config_name="collect")

@@ -358,6 +358,18 @@ def find_sweep(client, sweep: str, experiment_name: str | None = None) -> str:
                 f"sweep={sweep}: no such MLflow run in this store: pass a sweep's parent run id from the UI, "
                 "or sweep=latest"
             ) from None
+    return newest_run(
+        client,
+        experiment_name,
+        "tags.`lightsweep.role` = 'sweep'",
+        "no sweep found in this store: run `python train.py -m ...` first, or pass sweep=<parent run id>",
+    )
+
+
+def newest_run(client, experiment_name: str | None, filter_string: str, none_found: str) -> str:
+    """The newest run matching `filter_string` in the experiment (or any), else `none_found` in one line."""
+    from lightsweep.errors import LightsweepError
+
     if experiment_name:
         experiment = client.get_experiment_by_name(experiment_name)
         if experiment is None:
@@ -367,14 +379,12 @@ def find_sweep(client, sweep: str, experiment_name: str | None = None) -> str:
         experiments = client.search_experiments()
     runs = client.search_runs(
         [e.experiment_id for e in experiments],
-        filter_string="tags.`lightsweep.role` = 'sweep'",
+        filter_string=filter_string,
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
     if not runs:
-        raise LightsweepError(
-            "no sweep found in this store: run `python train.py -m ...` first, or pass sweep=<parent run id>"
-        )
+        raise LightsweepError(none_found)
     return runs[0].info.run_id
 
 
