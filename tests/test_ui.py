@@ -104,19 +104,7 @@ def test_sweep_in_the_mlflow_ui(tmp_path):
                 "registered": {"name": "fashion_mnist-softmax", "alias": "champion", "version": str(version.version)},
             },
         }
-        driver = subprocess.run(
-            ["node", str(UI_DRIVER), json.dumps(spec)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env={**os.environ, "MLFLOW_TRACKING_USERNAME": ""},
-        )
-    lines = [line for line in driver.stdout.splitlines() if line.startswith("{")]
-    assert lines, driver.stdout[-2000:] + driver.stderr[-2000:]
-    report = json.loads(lines[-1])
-    failed = [c for c in report["checks"] if not c["ok"]]
-    assert report["ok"] and not failed, (failed, report["screenshots"], driver.stderr[-2000:])
+        report = drive_ui(spec)
     assert len(report["checks"]) >= 17
     for name in ("experiment_runs", "logged_model", "registered_model", "metric_chart", "report_artifact"):
         png = out / f"{name}.png"
@@ -176,20 +164,26 @@ def test_optimizer_suite_report_in_the_mlflow_ui(tmp_path):
             "prefix": "suite_",
             "widenRunNames": 160,
         }
-        driver = subprocess.run(
-            ["node", str(UI_DRIVER), json.dumps(spec)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env={**os.environ, "MLFLOW_TRACKING_USERNAME": ""},
-        )
+        report = drive_ui(spec)
+    for name in ("experiment_runs", "metric_chart", "report_artifact", "performance_profile_artifact", "parent_scores"):
+        png = out / f"suite_{name}.png"
+        assert png.is_file() and png.stat().st_size > 10_000, png
+    print(f"screenshots: {', '.join(report['screenshots'])}")
+
+
+def drive_ui(spec: dict) -> dict:
+    """Run the headless-Chromium driver on `spec`; its report, every check of which passed."""
+    driver = subprocess.run(
+        ["node", str(UI_DRIVER), json.dumps(spec)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "MLFLOW_TRACKING_USERNAME": ""},
+    )
     lines = [line for line in driver.stdout.splitlines() if line.startswith("{")]
     assert lines, driver.stdout[-2000:] + driver.stderr[-2000:]
     report = json.loads(lines[-1])
     failed = [c for c in report["checks"] if not c["ok"]]
     assert report["ok"] and not failed, (failed, report["screenshots"], driver.stderr[-2000:])
-    for name in ("experiment_runs", "metric_chart", "report_artifact", "performance_profile_artifact", "parent_scores"):
-        png = out / f"suite_{name}.png"
-        assert png.is_file() and png.stat().st_size > 10_000, png
-    print(f"screenshots: {', '.join(report['screenshots'])}")
+    return report
